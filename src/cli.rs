@@ -1,0 +1,46 @@
+//! Command-line interface of the `l3` binary: argument parsing and dispatch to the subcommands.
+
+use clap::{Parser, Subcommand};
+
+/// Errors surfaced by the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A subcommand that a later release will provide.
+    #[error("`l3 {0}` is not implemented yet")]
+    NotImplemented(&'static str),
+}
+
+/// Result of the command line.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Latency-aware load balancing for multi-cluster Linkerd service meshes.
+///
+/// l3 reads each backend's p99 latency, success rate, RPS and in-flight requests from Prometheus,
+/// filters them, computes weights with the L3 algorithm (Middleware '24) and writes them into SMI
+/// TrafficSplits, so traffic flows to the replicas that answer fast.
+#[derive(Debug, Parser)]
+#[command(name = "l3", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator: watch LatencyPolicies and keep their TrafficSplits' weights tuned.
+    Run,
+    /// Print the LatencyPolicy CustomResourceDefinition as YAML.
+    Crdgen,
+    /// Replay a scenario through the L3 algorithm and compare p99 latency with round-robin and C3.
+    Simulate,
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run => Err(Error::NotImplemented("run")),
+        Command::Crdgen => Err(Error::NotImplemented("crdgen")),
+        Command::Simulate => Err(Error::NotImplemented("simulate")),
+    }
+}
