@@ -2,12 +2,15 @@
 
 use clap::{Parser, Subcommand};
 
-/// Errors surfaced by the command line.
+/// Errors surfaced by the command line, one variant per subcommand's layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A subcommand that a later release will provide.
-    #[error("`l3 {0}` is not implemented yet")]
-    NotImplemented(&'static str),
+    /// `l3 simulate` failed.
+    #[error(transparent)]
+    Simulate(#[from] crate::sim::Error),
+    /// `l3 run` or `l3 crdgen` failed.
+    #[error(transparent)]
+    Operator(#[from] crate::operator::Error),
 }
 
 /// Result of the command line.
@@ -29,18 +32,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: watch LatencyPolicies and keep their TrafficSplits' weights tuned.
-    Run,
+    Run(crate::operator::RunArgs),
     /// Print the LatencyPolicy CustomResourceDefinition as YAML.
     Crdgen,
     /// Replay a scenario through the L3 algorithm and compare p99 latency with round-robin and C3.
-    Simulate,
+    Simulate(crate::sim::SimulateArgs),
 }
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run => Err(Error::NotImplemented("run")),
-        Command::Crdgen => Err(Error::NotImplemented("crdgen")),
-        Command::Simulate => Err(Error::NotImplemented("simulate")),
+        Command::Run(args) => Ok(crate::operator::main(&args)?),
+        Command::Crdgen => Ok(crate::operator::crdgen()?),
+        Command::Simulate(args) => Ok(crate::sim::main(&args)?),
     }
 }

@@ -1,0 +1,158 @@
+//! The operator's eyes: per-backend signals from Prometheus (Linkerd proxy metrics), fetched in
+//! batches (one PromQL query per signal for all backends), as typed outcomes.
+//!
+//! This file holds the contract between the source and its consumers (the control loop). The
+//! Prometheus implementation lives beside it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::state::BackendSample;
+
+/// A backend as Linkerd's outbound metrics name it: `dst_namespace` and `dst_service`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendKey {
+    /// Namespace of the backend Service (`dst_namespace`).
+    pub namespace: String,
+    /// Name of the backend Service (`dst_service`), e.g. a multicluster mirror `web-east`.
+    pub service: String,
+}
+
+/// What one signal of one backend came back as. Only [`Outcome::Value`] may reach a filter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    /// A finite, non-negative number.
+    Value(f64),
+    /// The query answered but had no series for this backend (no traffic in the window).
+    NoSeries,
+    /// NaN, e.g. `histogram_quantile` over a window without observations.
+    NotANumber,
+    /// +Inf (or -Inf), e.g. a quantile beyond the last finite histogram bucket.
+    Infinite,
+    /// The query for this signal failed (error, timeout); see [`Snapshot::errors`].
+    QueryFailed,
+}
+
+impl Outcome {
+    /// Classify a raw value from Prometheus.
+    pub fn from_value(v: f64) -> Self {
+        if v.is_nan() {
+            Self::NotANumber
+        } else if v.is_infinite() {
+            Self::Infinite
+        } else {
+            Self::Value(v)
+        }
+    }
+
+    /// The number, if this is a usable value.
+    pub fn value(&self) -> Option<f64> {
+        match *self {
+            Self::Value(v) if v.is_finite() && v >= 0.0 => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A stable lowercase name, usable as a metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Value(_) => "value",
+            Self::NoSeries => "no_series",
+            Self::NotANumber => "nan",
+            Self::Infinite => "inf",
+            Self::QueryFailed => "query_failed",
+        }
+    }
+}
+
+/// The four signals of one backend for one cycle (plus the median for the C3 baseline).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackendSignals {
+    /// Latency of successful requests at the requested quantile, seconds.
+    pub latency_secs: Outcome,
+    /// Success rate in `[0, 1]`.
+    pub success_rate: Outcome,
+    /// Requests per second.
+    pub rps: Outcome,
+    /// Estimated in-flight requests.
+    pub inflight: Outcome,
+}
+
+impl BackendSignals {
+    /// Every signal with the same outcome (e.g. all [`Outcome::QueryFailed`]).
+    pub fn all(outcome: Outcome) -> Self {
+        Self {
+            latency_secs: outcome,
+            success_rate: outcome,
+            rps: outcome,
+            inflight: outcome,
+        }
+    }
+
+    /// The sample the state layer takes: usable values only, everything else `None`.
+    pub fn to_sample(&self) -> BackendSample {
+        BackendSample {
+            latency_secs: self.latency_secs.value(),
+            p50_secs: None,
+            success_rate: self.success_rate.value(),
+            rps: self.rps.value(),
+            inflight: self.inflight.value(),
+        }
+    }
+}
+
+/// Backends that share a quantile and a query window: one PromQL query per signal serves all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestGroup {
+    /// Quantile of the latency signal, in `(0, 1)` (a policy's `percentile`, default 0.99).
+    pub quantile: f64,
+    /// Range of the `rate()` windows, seconds (a policy's `queryWindow`, default 10 s).
+    pub window_secs: u64,
+    /// The backends.
+    pub backends: Vec<BackendKey>,
+}
+
+/// Everything one control cycle asks for.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SignalRequest {
+    /// Groups of backends; the source issues one query per signal per group (chunked only when a
+    /// query would exceed the size limit).
+    pub groups: Vec<RequestGroup>,
+}
+
+/// A failed query, typed; never a metric label built from error text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryError {
+    /// Index of the [`RequestGroup`].
+    pub group: usize,
+    /// Which signal: `latency`, `success_rate`, `rps` or `inflight`.
+    pub signal: &'static str,
+    /// Bounded reason, usable as a label: `timeout`, `http`, `prometheus`, `decode`, `partial`.
+    pub reason: &'static str,
+    /// Human-readable detail for logs and status messages.
+    pub message: String,
+}
+
+/// One cycle's answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    /// Evaluation time of the queries, seconds since the Unix epoch.
+    pub timestamp: f64,
+    /// Per group (same order as the request), per backend, the signals. Every requested backend
+    /// is present; a failed query shows as [`Outcome::QueryFailed`] for that signal.
+    pub groups: Vec<BTreeMap<BackendKey, BackendSignals>>,
+    /// Queries that failed; the other signals and groups are still answered.
+    pub errors: Vec<QueryError>,
+}
+
+/// Boxed future of a fetch, so that the control loop can hold any source behind `dyn`.
+pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Snapshot> + Send + 'a>>;
+
+/// Something that answers a [`SignalRequest`]: Prometheus in production, a canned source in
+/// tests and benchmarks. It never fails as a whole: per-query failures are in
+/// [`Snapshot::errors`] and as [`Outcome::QueryFailed`], so one bad query never stops the others.
+pub trait SignalSource: Send + Sync {
+    /// Fetch every signal of every requested backend.
+    fn fetch<'a>(&'a self, request: &'a SignalRequest) -> FetchFuture<'a>;
+}
