@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod prometheus;
+
 use crate::state::BackendSample;
 
 /// A backend as Linkerd's outbound metrics name it: `dst_namespace` and `dst_service`.
