@@ -1,16 +1,128 @@
 //! The operator's eyes: per-backend signals from Prometheus (Linkerd proxy metrics), fetched in
 //! batches (one PromQL query per signal for all backends), as typed outcomes.
 //!
-//! This file holds the contract between the source and its consumers (the control loop). The
-//! Prometheus implementation lives beside it.
+//! This file holds the contract between the source and its consumers (the control loop) and the
+//! layer's [`Error`]. Beside it: [`query`] (typed PromQL, chunking, and the documented choices:
+//! in-flight estimator, 5xx exclusion, RPS from requests), [`decode`] (answers → outcomes),
+//! [`prometheus`] (the HTTP client, [`PrometheusSource`]), [`telemetry`] (the source's own
+//! metrics) and [`canned`] (a programmable source for tests and benchmarks).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod canned;
+pub mod decode;
 pub mod prometheus;
+pub mod query;
+pub mod telemetry;
+
+pub use canned::CannedSource;
+pub use prometheus::{PrometheusConfig, PrometheusSource};
+pub use query::{InflightEstimator, SignalKind, SourceConfig};
 
 use crate::state::BackendSample;
+
+/// Errors of the source layer. Each has a bounded [`Error::reason`] usable as a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid (names the field and what was expected).
+    #[error("invalid source setting `{field}`: {message}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// What was expected and what was given.
+        message: String,
+    },
+    /// A credential file could not be read.
+    #[error("cannot read {what} file {path}: {source}")]
+    CredentialFile {
+        /// `bearer token` or `password`.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The source's telemetry could not be registered.
+    #[error("cannot register the source's metrics: {0}")]
+    Telemetry(#[from] ::prometheus::Error),
+    /// A request group is invalid (bad quantile or window).
+    #[error("invalid request group: {0}")]
+    InvalidGroup(String),
+    /// No answer within the timeout.
+    #[error("query timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The server could not be reached (connection refused, DNS, TLS handshake).
+    #[error("cannot connect to prometheus: {0}")]
+    Connect(String),
+    /// A non-2xx HTTP answer that is not an API error, or a transport failure.
+    #[error("http error (status {status}): {message}")]
+    Http {
+        /// HTTP status (0 when there was no answer).
+        status: u16,
+        /// Detail.
+        message: String,
+    },
+    /// The API answered `status: "error"`.
+    #[error("prometheus error {error_type} (http {status}): {message}")]
+    Prometheus {
+        /// HTTP status.
+        status: u16,
+        /// The API's `errorType`, e.g. `bad_data`, `timeout`, `execution`.
+        error_type: String,
+        /// The API's `error`.
+        message: String,
+    },
+    /// The answer is not the API's JSON.
+    #[error("cannot decode the answer: {0}")]
+    Decode(String),
+    /// The answer is not an instant vector.
+    #[error("unexpected resultType `{0}`, expected `vector`")]
+    ResultType(String),
+    /// The answer carries warnings (e.g. a Thanos partial response) and warnings are not
+    /// accepted.
+    #[error("partial answer: {}", warnings.join("; "))]
+    Partial {
+        /// The API's warnings (at most five).
+        warnings: Vec<String>,
+    },
+}
+
+impl Error {
+    /// A stable, bounded name of the failure, usable as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Config { .. } => "config",
+            Self::CredentialFile { .. } => "credentials",
+            Self::Telemetry(_) => "telemetry",
+            Self::InvalidGroup(_) => "invalid_request",
+            Self::Timeout(_) => "timeout",
+            Self::Connect(_) => "connect",
+            Self::Http { .. } => "http",
+            Self::Prometheus { .. } => "prometheus",
+            Self::Decode(_) => "decode",
+            Self::ResultType(_) => "result_type",
+            Self::Partial { .. } => "partial",
+        }
+    }
+
+    /// Every reason a query can fail with (for pre-initialised error counters).
+    pub const QUERY_REASONS: [&'static str; 9] = [
+        "credentials",
+        "invalid_request",
+        "timeout",
+        "connect",
+        "http",
+        "prometheus",
+        "decode",
+        "result_type",
+        "partial",
+    ];
+}
+
+/// Result of the source layer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A backend as Linkerd's outbound metrics name it: `dst_namespace` and `dst_service`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -130,7 +242,9 @@ pub struct QueryError {
     pub group: usize,
     /// Which signal: `latency`, `success_rate`, `rps` or `inflight`.
     pub signal: &'static str,
-    /// Bounded reason, usable as a label: `timeout`, `http`, `prometheus`, `decode`, `partial`.
+    /// Bounded reason, usable as a label: one of [`Error::QUERY_REASONS`] (`timeout`,
+    /// `connect`, `http`, `prometheus`, `decode`, `result_type`, `partial`, `credentials`,
+    /// `invalid_request`).
     pub reason: &'static str,
     /// Human-readable detail for logs and status messages.
     pub message: String,
