@@ -23,3 +23,19 @@ fmt: ## Format the code
 
 bench: ## Run the benchmarks (release mode)
 	$(CARGO) bench --locked
+
+# --- source (issue 4): Prometheus for tests/prometheus_source.rs ---
+# Only the binary is needed. The Debian package may register a service: on systemd hosts it is
+# stopped and disabled so that nothing listens on :9090 by accident (the tests use free ports).
+.PHONY: tools
+tools: ## Install test tools (Prometheus, Debian package `prometheus`) when missing
+	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet prometheus 2>/dev/null; then \
+	    $$SUDO systemctl disable --now prometheus || true; \
+	  fi; \
+	fi
+	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
+
+test: tools

@@ -50,7 +50,7 @@ fn source(url: &str, config: SourceConfig) -> PrometheusSource {
 /// `Ok` if `o` is a value within `rel` (relative) of `want`.
 fn near(what: &str, o: Outcome, want: f64, rel: f64) -> Result<(), String> {
     match o {
-        Outcome::Value(v) if (v - want).abs() <= rel * want.abs().max(1e-9) => Ok(()),
+        Outcome::Value(v) if (v - want).abs() <= rel * want.abs().max(1e-6) => Ok(()),
         _ => Err(format!(
             "{what}: got {o:?}, want {want} ± {:.1} %",
             rel * 100.0
@@ -272,10 +272,12 @@ async fn linkerd_signals_from_a_real_prometheus() {
                 0.01,
             ));
         }
-        checks.push(is(
+        // The exporter's float counters leave ~1e-13 residue; real proxies count integers.
+        checks.push(near(
             "central instant in-flight",
             signals(&i, 0, &c)?.inflight,
-            Outcome::Value(0.0),
+            0.0,
+            0.01,
         ));
         // Group 1: p75 of the same backends, plus a slow one and one in another namespace.
         for (k, p75) in [
