@@ -636,8 +636,22 @@ mod tests {
         assert!(e.to_string().contains("prometheus_header"), "{e}");
     }
 
+    /// A throwaway self-signed CA certificate (public part only), made with
+    /// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -subj /CN=l3-test-ca`.
+    const TEST_CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfjCCASWgAwIBAgIUcDw9eu2k4b3NK3zauZAmF3b87t0wCgYIKoZIzj0EAwIw\nFTETMBEGA1UEAwwKbDMtdGVzdC1jYTAeFw0yNjExMjYxNzAwMTNaFw0zNjExMjMx\nNzAwMTNaMBUxEzARBgNVBAMMCmwzLXRlc3QtY2EwWTATBgcqhkjOPQIBBggqhkjO\nPQMBBwNCAARQKEdNpqDdTkp/Sti6bi/mo6RLnWoxAUiCN8dnZdLybrt+GJYX+eSE\nrFrRb13OEBJdXs8rYZt3QQhcdeLK1cOdo1MwUTAdBgNVHQ4EFgQUVpcvdg3RfXuj\nFS9m5iMGH72dEEUwHwYDVR0jBBgwFoAUVpcvdg3RfXujFS9m5iMGH72dEEUwDwYD\nVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiA0fS96R0XhwfTKXDC0lSc/\nSHGdI94uvNSyohpqQzG2tgIgG0Uh+KlLvGGRdRDKqB49YrGUuFl+KQNuB7usoIGj\nQ+Q=\n-----END CERTIFICATE-----\n";
+
     #[test]
-    fn secret_file_is_reread_only_when_it_changes() {
+    fn a_valid_ca_file_builds_a_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA_PEM).unwrap();
+        let mut c = PrometheusConfig::new("https://prometheus.example:9090");
+        c.ca_file = Some(ca);
+        PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
+    }
+
+    #[test]
+    fn secret_file_is_reread_when_it_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
         std::fs::write(&path, "one\n").unwrap();
