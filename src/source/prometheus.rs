@@ -433,6 +433,7 @@ impl PrometheusSource {
             .collect();
         let mut errors = Vec::new();
         let plan = plan(&self.config, request);
+        let queries = plan.queries.len();
         for (gi, e) in &plan.invalid_groups {
             for signal in SignalKind::ALL {
                 errors.push(query_error(*gi, signal, e, ""));
@@ -504,6 +505,7 @@ impl PrometheusSource {
             }
         }
         errors.sort_by(|a, b| (a.group, a.signal).cmp(&(b.group, b.signal)));
+        debug!(queries, errors = errors.len(), "prometheus fetch done");
         Snapshot {
             timestamp,
             groups,
