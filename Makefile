@@ -23,3 +23,8 @@ fmt: ## Format the code
 
 bench: ## Run the benchmarks (release mode)
 	$(CARGO) bench --locked
+
+# --- operator ---------------------------------------------------------------------------------
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
+	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml

@@ -1,0 +1,965 @@
+//! The control loop. Two halves:
+//!
+//! - [`Engine`] (no I/O): every tick it plans which policies are due, builds one batched
+//!   [`SignalRequest`] for all of them, and turns the [`Snapshot`] into per-policy
+//!   [`Decision`]s: filter state update, L3 weights, safety limits, hysteresis, status and
+//!   condition transitions. The benchmark drives exactly this.
+//! - [`Operator`]: runs the engine against the API server: the cycle loop (batched queries,
+//!   leader-only writes, per-policy exponential backoff) and the kube-rs Controller on
+//!   LatencyPolicies (finalizer; restoring weights on delete or a switch to DryRun), triggered
+//!   also by TrafficSplit changes mapped back to the policies that target them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::actuator::{Actuator, WriteOutcome};
+use super::crd::{
+    BackendStatus, FINALIZER, LatencyPolicy, LatencyPolicySpec, LatencyPolicyStatus, Mode,
+    PolicySettings,
+};
+use super::leader::Leadership;
+use super::metrics::Metrics;
+use super::status::{self, CONFLICT, Cond, METRICS_AVAILABLE, READY, TARGET_FOUND, Transition};
+use super::trafficsplit::{self, ParsedSplit};
+use super::{Error, Result};
+use crate::algorithm::safety;
+use crate::source::{BackendKey, RequestGroup, SignalRequest, SignalSource, Snapshot};
+use crate::state::{BackendSample, SplitState};
+
+/// A policy's namespace and name.
+pub type Key = (String, String);
+
+/// Longest pause of a failing policy.
+pub const MAX_BACKOFF_SECS: f64 = 300.0;
+/// Concurrent API writes of one cycle.
+pub const WRITE_CONCURRENCY: usize = 16;
+
+/// Where the control loop finds TrafficSplits (a reflector store in production).
+pub trait SplitLookup: Send + Sync {
+    /// The split `name` in namespace `ns`, if it exists.
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>>;
+}
+
+/// A reflector store of TrafficSplits.
+pub struct StoreLookup {
+    /// The store.
+    pub store: Store<DynamicObject>,
+    /// The served TrafficSplit version.
+    pub resource: ApiResource,
+}
+
+impl SplitLookup for StoreLookup {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.store
+            .get(&ObjectRef::new_with(name, self.resource.clone()).within(ns))
+    }
+}
+
+impl SplitLookup for Vec<StoreLookup> {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.iter().find_map(|s| s.split(ns, name))
+    }
+}
+
+impl SplitLookup for HashMap<Key, Arc<DynamicObject>> {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+}
+
+fn key_of(p: &LatencyPolicy) -> Key {
+    (p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// Age order of policies: older first, then by name. The oldest policy on a split owns it.
+fn age(p: &LatencyPolicy) -> (Option<Time>, String) {
+    (p.meta().creation_timestamp.clone(), p.name_any())
+}
+
+/// The policy that owns a split: the oldest among the live (not deleting) policies targeting
+/// it, and `candidate` itself.
+pub fn owner<'a>(
+    policies: &'a [Arc<LatencyPolicy>],
+    candidate: &'a LatencyPolicy,
+) -> &'a LatencyPolicy {
+    let ns = candidate.namespace();
+    let target = &candidate.spec.target_ref.name;
+    policies
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|p| {
+            p.meta().deletion_timestamp.is_none()
+                && p.namespace() == ns
+                && &p.spec.target_ref.name == target
+        })
+        .chain(std::iter::once(candidate))
+        .min_by_key(|p| age(p))
+        .unwrap_or(candidate)
+}
+
+/// Per-policy memory of the loop.
+#[derive(Default)]
+struct Entry {
+    filters: Option<crate::state::FilterSettings>,
+    state: Option<SplitState>,
+    /// Backends that have metric series.
+    series: Vec<String>,
+    next_due: f64,
+    failures: u32,
+    interval: f64,
+    written: Option<LatencyPolicyStatus>,
+    last_weight_update: Option<Time>,
+    last_conditions: Vec<(String, String)>,
+}
+
+/// What the plan decided for one policy.
+enum Work {
+    /// Conditions only: the policy is not acted on.
+    Refuse(Vec<Cond>),
+    /// Compute weights.
+    Run {
+        settings: Box<PolicySettings>,
+        split_name: String,
+        split: ParsedSplit,
+        group: usize,
+    },
+}
+
+struct Item {
+    key: Key,
+    policy: Arc<LatencyPolicy>,
+    work: Work,
+}
+
+/// Policies due this tick and the batched request for their signals.
+pub struct Plan {
+    /// One group per (quantile, window).
+    pub request: SignalRequest,
+    items: Vec<Item>,
+}
+
+impl Plan {
+    /// Number of policies planned.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no policy is due.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A weights write the leader should make.
+#[derive(Debug, Clone)]
+pub struct WeightWrite {
+    /// Name of the TrafficSplit.
+    pub split_name: String,
+    /// The split as the weights were computed from.
+    pub split: ParsedSplit,
+    /// `service → weight` out of 1000.
+    pub weights: Vec<(String, u32)>,
+}
+
+/// The outcome of one cycle for one policy.
+pub struct Decision {
+    /// The policy.
+    pub key: Key,
+    /// The policy object (for Events).
+    pub policy: Arc<LatencyPolicy>,
+    /// Weights to write, if any.
+    pub write: Option<WeightWrite>,
+    /// Status as it should be (before a weights write sets `lastWeightUpdate`).
+    pub status: LatencyPolicyStatus,
+    /// Condition transitions to publish as Events.
+    pub transitions: Vec<Transition>,
+    /// Seconds until the policy is due again.
+    pub interval: f64,
+}
+
+/// The I/O-free part of the loop.
+pub struct Engine {
+    entries: HashMap<Key, Entry>,
+    metrics: Metrics,
+}
+
+impl Engine {
+    /// An engine reporting into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            entries: HashMap::new(),
+            metrics,
+        }
+    }
+
+    fn drop_series(metrics: &Metrics, key: &Key, names: &[String]) {
+        for b in names {
+            metrics.remove_backend(&key.0, &key.1, b);
+        }
+    }
+
+    /// Decide which policies are due at `now` (seconds since the epoch) and what to ask the
+    /// source for. Policies that are gone lose their state and metric series.
+    pub fn plan(
+        &mut self,
+        now: f64,
+        policies: &[Arc<LatencyPolicy>],
+        splits: &dyn SplitLookup,
+    ) -> Plan {
+        let live: Vec<&Arc<LatencyPolicy>> = policies
+            .iter()
+            .filter(|p| p.meta().deletion_timestamp.is_none())
+            .collect();
+        let keys: HashSet<Key> = live.iter().map(|p| key_of(p)).collect();
+        let metrics = &self.metrics;
+        self.entries.retain(|k, e| {
+            let keep = keys.contains(k);
+            if !keep {
+                Self::drop_series(metrics, k, &e.series);
+            }
+            keep
+        });
+        // The oldest live policy per split wins it.
+        let mut winners: HashMap<(String, String), (Option<Time>, String)> = HashMap::new();
+        for p in &live {
+            let k = (
+                p.namespace().unwrap_or_default(),
+                p.spec.target_ref.name.clone(),
+            );
+            let a = age(p);
+            match winners.get(&k) {
+                Some(w) if *w <= a => {}
+                _ => {
+                    winners.insert(k, a);
+                }
+            }
+        }
+        let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut request = SignalRequest::default();
+        let mut items = Vec::new();
+        for p in live {
+            let key = key_of(p);
+            let entry = self.entries.entry(key.clone()).or_default();
+            if now < entry.next_due {
+                continue;
+            }
+            let ns = key.0.clone();
+            let target = p.spec.target_ref.name.clone();
+            let settings = match p.spec.settings() {
+                Ok(s) => s,
+                Err(e) => {
+                    entry.interval = 5.0;
+                    entry.next_due = now + entry.interval;
+                    items.push(Item {
+                        key,
+                        policy: p.clone(),
+                        work: Work::Refuse(vec![Cond::new(
+                            READY,
+                            false,
+                            "InvalidSpec",
+                            e.to_string(),
+                        )]),
+                    });
+                    continue;
+                }
+            };
+            entry.interval = settings.interval_secs;
+            entry.next_due = now + settings.interval_secs;
+            let winner = winners
+                .get(&(ns.clone(), target.clone()))
+                .map(|w| w.1.clone())
+                .unwrap_or_default();
+            let refuse = |conds: Vec<Cond>| Item {
+                key: key.clone(),
+                policy: p.clone(),
+                work: Work::Refuse(conds),
+            };
+            if winner != key.1 {
+                let msg = format!(
+                    "TrafficSplit {target} is already tuned by the older LatencyPolicy {winner}"
+                );
+                items.push(refuse(vec![
+                    Cond::new(CONFLICT, true, "SplitClaimed", msg.clone()),
+                    Cond::new(READY, false, "Conflict", msg),
+                ]));
+                continue;
+            }
+            let no_conflict = Cond::new(
+                CONFLICT,
+                false,
+                "NoConflict",
+                "no other policy targets this split",
+            );
+            let Some(obj) = splits.split(&ns, &target) else {
+                let msg = format!("TrafficSplit {ns}/{target} not found");
+                items.push(refuse(vec![
+                    no_conflict,
+                    Cond::new(TARGET_FOUND, false, "NotFound", msg.clone()),
+                    Cond::new(READY, false, "TargetNotFound", msg),
+                ]));
+                continue;
+            };
+            let split = match trafficsplit::parse(&obj) {
+                Ok(s) if !s.backends.is_empty() => s,
+                Ok(_) => {
+                    items.push(refuse(vec![
+                        no_conflict,
+                        Cond::new(
+                            TARGET_FOUND,
+                            false,
+                            "InvalidTarget",
+                            "spec.backends is empty",
+                        ),
+                        Cond::new(READY, false, "InvalidTarget", "spec.backends is empty"),
+                    ]));
+                    continue;
+                }
+                Err(e) => {
+                    items.push(refuse(vec![
+                        no_conflict,
+                        Cond::new(TARGET_FOUND, false, "InvalidTarget", e.to_string()),
+                        Cond::new(READY, false, "InvalidTarget", e.to_string()),
+                    ]));
+                    continue;
+                }
+            };
+            let gk = (settings.quantile.to_bits(), settings.window_secs);
+            let group = *groups.entry(gk).or_insert_with(|| {
+                request.groups.push(RequestGroup {
+                    quantile: settings.quantile,
+                    window_secs: settings.window_secs,
+                    backends: Vec::new(),
+                });
+                request.groups.len() - 1
+            });
+            request.groups[group]
+                .backends
+                .extend(split.names().map(|s| BackendKey {
+                    namespace: ns.clone(),
+                    service: s.to_owned(),
+                }));
+            items.push(Item {
+                key,
+                policy: p.clone(),
+                work: Work::Run {
+                    settings: Box::new(settings),
+                    split_name: target,
+                    split,
+                    group,
+                },
+            });
+        }
+        Plan { request, items }
+    }
+
+    /// Turn the source's answer into decisions. `now` is used when the snapshot carries no
+    /// timestamp.
+    pub fn decide(&mut self, now: f64, plan: Plan, snapshot: &Snapshot) -> Vec<Decision> {
+        let t = if snapshot.timestamp > 0.0 {
+            snapshot.timestamp
+        } else {
+            now
+        };
+        let now_time = status::time(t);
+        let mut out = Vec::with_capacity(plan.items.len());
+        for item in plan.items {
+            let Some(entry) = self.entries.get_mut(&item.key) else {
+                continue;
+            };
+            let (conds, write, backends) = match item.work {
+                Work::Refuse(conds) => {
+                    entry.state = None;
+                    Self::drop_series(&self.metrics, &item.key, &entry.series);
+                    entry.series.clear();
+                    (conds, None, Vec::new())
+                }
+                Work::Run {
+                    settings,
+                    split_name,
+                    split,
+                    group,
+                } => run_one(
+                    &self.metrics,
+                    &item.key,
+                    entry,
+                    t,
+                    &settings,
+                    split_name,
+                    split,
+                    group,
+                    snapshot,
+                    &item.policy,
+                ),
+            };
+            let prev = entry
+                .written
+                .clone()
+                .or_else(|| item.policy.status.clone())
+                .unwrap_or_default();
+            let generation = item.policy.meta().generation;
+            let (conditions, transitions) =
+                status::merge_conditions(&prev.conditions, &conds, generation, &now_time);
+            entry.last_conditions = conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect();
+            let last_weight_update = entry
+                .last_weight_update
+                .clone()
+                .or(prev.last_weight_update.clone());
+            out.push(Decision {
+                key: item.key,
+                policy: item.policy,
+                write,
+                status: LatencyPolicyStatus {
+                    observed_generation: generation,
+                    conditions,
+                    last_weight_update,
+                    backends,
+                },
+                transitions,
+                interval: entry.interval,
+            });
+        }
+        out
+    }
+
+    /// The status last written for a policy, if any.
+    pub fn written(&self, key: &Key) -> Option<&LatencyPolicyStatus> {
+        self.entries.get(key).and_then(|e| e.written.as_ref())
+    }
+
+    /// Record what the leader did with a decision: a failure pauses the policy exponentially.
+    pub fn record(&mut self, key: &Key, now: f64, outcome: &Outcome) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(s) = &outcome.status_written {
+            e.written = Some(s.clone());
+            e.last_weight_update = s.last_weight_update.clone();
+        }
+        if outcome.failed {
+            e.failures = e.failures.saturating_add(1);
+            let pause = (e.interval * 2f64.powi(e.failures.min(16) as i32)).min(MAX_BACKOFF_SECS);
+            e.next_due = now + pause;
+        } else {
+            e.failures = 0;
+        }
+    }
+
+    /// Policies by condition type and status, for `l3_policies`.
+    pub fn condition_counts(&self) -> BTreeMap<(String, String), i64> {
+        let mut m = BTreeMap::new();
+        for e in self.entries.values() {
+            for c in &e.last_conditions {
+                *m.entry(c.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Approximate bytes of per-policy state held by the engine (for the benchmark).
+    pub fn state_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, e)| {
+                std::mem::size_of::<(Key, Entry)>()
+                    + k.0.capacity()
+                    + k.1.capacity()
+                    + e.series
+                        .iter()
+                        .map(|s| s.capacity() + std::mem::size_of::<String>())
+                        .sum::<usize>()
+                    + e.state.as_ref().map_or(0, |s| {
+                        s.backends()
+                            .map(|(n, _)| {
+                                n.len()
+                                    + std::mem::size_of::<crate::state::BackendState>()
+                                    + std::mem::size_of::<String>()
+                                    + 64
+                            })
+                            .sum::<usize>()
+                            + std::mem::size_of::<SplitState>()
+                    })
+                    + e.written.as_ref().map_or(0, status_bytes)
+            })
+            .sum()
+    }
+}
+
+fn status_bytes(s: &LatencyPolicyStatus) -> usize {
+    std::mem::size_of::<LatencyPolicyStatus>()
+        + s.conditions
+            .iter()
+            .map(|c| {
+                std::mem::size_of_val(c)
+                    + c.message.len()
+                    + c.reason.len()
+                    + c.type_.len()
+                    + c.status.len()
+            })
+            .sum::<usize>()
+        + s.backends
+            .iter()
+            .map(|b| std::mem::size_of::<BackendStatus>() + b.service.len())
+            .sum::<usize>()
+}
+
+/// One policy's computation.
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    metrics: &Metrics,
+    key: &Key,
+    entry: &mut Entry,
+    t: f64,
+    settings: &PolicySettings,
+    split_name: String,
+    split: ParsedSplit,
+    group: usize,
+    snapshot: &Snapshot,
+    policy: &LatencyPolicy,
+) -> (Vec<Cond>, Option<WeightWrite>, Vec<BackendStatus>) {
+    let ns = &key.0;
+    if entry.state.is_none() || entry.filters != Some(settings.filters) {
+        entry.state = SplitState::new(settings.filters).ok();
+        entry.filters = Some(settings.filters);
+    }
+    let found = Cond::new(
+        TARGET_FOUND,
+        true,
+        "Found",
+        format!(
+            "TrafficSplit {split_name} has {} backends",
+            split.backends.len()
+        ),
+    );
+    let no_conflict = Cond::new(
+        CONFLICT,
+        false,
+        "NoConflict",
+        "no other policy targets this split",
+    );
+    let Some(state) = entry.state.as_mut() else {
+        // Unreachable after validation, but never panic on user data.
+        return (
+            vec![
+                found,
+                no_conflict,
+                Cond::new(READY, false, "InvalidSpec", "filter settings are invalid"),
+            ],
+            None,
+            Vec::new(),
+        );
+    };
+    for gone in state.sync_backends(split.names()) {
+        metrics.remove_backend(ns, &key.1, &gone);
+    }
+    let errors: Vec<_> = snapshot
+        .errors
+        .iter()
+        .filter(|e| e.group == group)
+        .collect();
+    let answers = snapshot.groups.get(group);
+    let names: Vec<String> = state.backends().map(|(n, _)| n.to_owned()).collect();
+    let current_raw: Vec<f64> = names
+        .iter()
+        .map(|n| {
+            split
+                .backends
+                .iter()
+                .find(|b| &b.service == n)
+                .map_or(0.0, |b| b.weight)
+        })
+        .collect();
+    let current = safety::shares(&current_raw);
+    let total = settings.pipeline.total_weight;
+    let mut conds = vec![found, no_conflict];
+    let mut write = None;
+    let weights: Vec<u32> = match (errors.first(), answers) {
+        (None, Some(answers)) => {
+            let samples: BTreeMap<String, BackendSample> = names
+                .iter()
+                .map(|n| {
+                    let k = BackendKey {
+                        namespace: ns.clone(),
+                        service: n.clone(),
+                    };
+                    (
+                        n.clone(),
+                        answers.get(&k).map(|s| s.to_sample()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            conds.push(Cond::new(
+                METRICS_AVAILABLE,
+                true,
+                "QueriesSucceeded",
+                "the last Prometheus queries succeeded",
+            ));
+            match state.step_l3(t, &samples, &settings.pipeline) {
+                Ok((proposed, _rejected)) => {
+                    let limited =
+                        safety::limit_step(&current, &proposed, total, settings.max_share_step);
+                    let limited_shares: Vec<f64> = limited
+                        .iter()
+                        .map(|&w| f64::from(w) / f64::from(total))
+                        .collect();
+                    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+                    if settings.dry_run {
+                        conds.push(Cond::new(
+                            READY,
+                            true,
+                            "DryRun",
+                            "weights are computed and reported, never written",
+                        ));
+                    } else {
+                        conds.push(Cond::new(
+                            READY,
+                            true,
+                            "WeightsComputed",
+                            "weights are computed every interval",
+                        ));
+                        if has_finalizer
+                            && safety::worth_writing(&current, &limited_shares, settings.hysteresis)
+                        {
+                            write = Some(WeightWrite {
+                                split_name,
+                                split,
+                                weights: names
+                                    .iter()
+                                    .cloned()
+                                    .zip(limited.iter().copied())
+                                    .collect(),
+                            });
+                        }
+                    }
+                    limited
+                }
+                Err(e) => {
+                    conds.push(Cond::new(READY, false, "InvalidSpec", e.to_string()));
+                    current
+                        .iter()
+                        .map(|s| (s * f64::from(total)).round() as u32)
+                        .collect()
+                }
+            }
+        }
+        (first, _) => {
+            // Keep the current weights; the filters decay toward their defaults.
+            let _ = state.update(t, &BTreeMap::new());
+            let why = first.map_or_else(
+                || "no answer for this policy's query group".to_owned(),
+                |e| format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
+            );
+            conds.push(Cond::new(
+                METRICS_AVAILABLE,
+                false,
+                "QueryFailed",
+                why.clone(),
+            ));
+            conds.push(Cond::new(
+                READY,
+                false,
+                "MetricsUnavailable",
+                format!("keeping the current weights: {why}"),
+            ));
+            current
+                .iter()
+                .map(|s| (s * f64::from(total)).round() as u32)
+                .collect()
+        }
+    };
+    let mut backends = Vec::with_capacity(names.len());
+    for ((name, b), w) in state.backends().zip(&weights) {
+        let s = b.signals();
+        let share = f64::from(*w) / f64::from(total);
+        let labels = [ns.as_str(), key.1.as_str(), name];
+        metrics
+            .backend_weight
+            .with_label_values(&labels)
+            .set(f64::from(*w));
+        metrics.backend_share.with_label_values(&labels).set(share);
+        metrics
+            .backend_latency
+            .with_label_values(&labels)
+            .set(s.latency_secs);
+        metrics
+            .backend_success
+            .with_label_values(&labels)
+            .set(s.success_rate);
+        metrics.backend_rps.with_label_values(&labels).set(s.rps);
+        metrics
+            .backend_inflight
+            .with_label_values(&labels)
+            .set(s.inflight);
+        backends.push(BackendStatus {
+            service: name.to_owned(),
+            weight: *w,
+            share: status::round(share, 4),
+            latency_seconds: status::round(s.latency_secs, 4),
+            success_rate: status::round(s.success_rate, 4),
+            requests_per_second: status::round(s.rps, 2),
+            inflight: status::round(s.inflight, 2),
+            last_sample_time: b.last_sample().map(status::time),
+        });
+    }
+    entry.series = names;
+    (conds, write, backends)
+}
+
+/// What the leader did with one decision.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The status now on the object, if it was written.
+    pub status_written: Option<LatencyPolicyStatus>,
+    /// Whether a weights write happened.
+    pub weights_written: bool,
+    /// Whether a write failed (the policy backs off).
+    pub failed: bool,
+}
+
+/// Everything the running operator shares between the loop, the controller and the servers.
+pub struct Operator {
+    /// The I/O-free engine.
+    pub engine: Mutex<Engine>,
+    /// API writes.
+    pub actuator: Actuator,
+    /// Signals.
+    pub source: Arc<dyn SignalSource>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Whether this replica may write.
+    pub leadership: Leadership,
+    /// LatencyPolicies (the controllers' stores, one per watched scope).
+    pub policies: Vec<Store<LatencyPolicy>>,
+    /// TrafficSplits.
+    pub splits: Box<dyn SplitLookup>,
+    /// Events; `None` disables them.
+    pub recorder: Option<Recorder>,
+    /// Set after the first full cycle, for `/readyz`.
+    pub first_cycle_done: AtomicBool,
+    /// Per-object failures of the controller, for exponential backoff.
+    failures: Mutex<HashMap<Key, u32>>,
+}
+
+impl Operator {
+    /// Assemble an operator.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        actuator: Actuator,
+        source: Arc<dyn SignalSource>,
+        metrics: Metrics,
+        leadership: Leadership,
+        policies: Vec<Store<LatencyPolicy>>,
+        splits: Box<dyn SplitLookup>,
+        recorder: Option<Recorder>,
+    ) -> Self {
+        Self {
+            engine: Mutex::new(Engine::new(metrics.clone())),
+            actuator,
+            source,
+            metrics,
+            leadership,
+            policies,
+            splits,
+            recorder,
+            first_cycle_done: AtomicBool::new(false),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every known LatencyPolicy.
+    pub fn all_policies(&self) -> Vec<Arc<LatencyPolicy>> {
+        self.policies.iter().flat_map(Store::state).collect()
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.engine.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One control cycle at `now` (seconds since the epoch): plan, one batched fetch, decide,
+    /// and (leader only) write. Returns the outcomes by policy.
+    pub async fn cycle(&self, now: f64) -> Vec<(Key, Outcome)> {
+        let start = Instant::now();
+        let policies = self.all_policies();
+        let plan = self.engine().plan(now, &policies, self.splits.as_ref());
+        let snapshot = if plan.request.groups.is_empty() {
+            Snapshot::default()
+        } else {
+            self.source.fetch(&plan.request).await
+        };
+        let decisions = self.engine().decide(now, plan, &snapshot);
+        let outcomes: Vec<(Key, Outcome)> = futures::stream::iter(decisions)
+            .map(|d| async move {
+                let key = d.key.clone();
+                (key, self.apply(d, now).await)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        {
+            let mut engine = self.engine();
+            for (k, o) in &outcomes {
+                engine.record(k, now, o);
+            }
+            self.metrics.policies.reset();
+            for ((c, s), n) in engine.condition_counts() {
+                self.metrics.policies.with_label_values(&[&c, &s]).set(n);
+            }
+        }
+        self.metrics
+            .cycle_duration
+            .observe(start.elapsed().as_secs_f64());
+        self.first_cycle_done.store(true, Ordering::Relaxed);
+        outcomes
+    }
+
+    /// Carry out one decision: nothing unless this replica leads.
+    #[instrument(skip_all, fields(namespace = %d.key.0, policy = %d.key.1))]
+    async fn apply(&self, d: Decision, now: f64) -> Outcome {
+        let mut out = Outcome::default();
+        if !self.leadership.is_leader() {
+            return out;
+        }
+        let mut status = d.status;
+        if let Some(w) = &d.write {
+            match self
+                .actuator
+                .write_weights(&d.key.0, &w.split_name, &w.split, &w.weights)
+                .await
+            {
+                Ok(WriteOutcome::Written) => {
+                    out.weights_written = true;
+                    status.last_weight_update = Some(status::time(now));
+                    info!(split = %w.split_name, weights = ?w.weights, "weights written");
+                }
+                Ok(WriteOutcome::BackendsChanged) => {}
+                Err(error) => {
+                    warn!(%error, split = %w.split_name, "weights write failed");
+                    out.failed = true;
+                }
+            }
+        }
+        let prev = self
+            .engine()
+            .written(&d.key)
+            .cloned()
+            .or_else(|| d.policy.status.clone());
+        if !self.leadership.is_leader() || !status::changed(prev.as_ref(), &status) {
+            return out;
+        }
+        match self
+            .actuator
+            .write_status(&d.key.0, &d.key.1, &status)
+            .await
+        {
+            Ok(()) => {
+                self.publish(&d.policy, &d.transitions).await;
+                out.status_written = Some(status);
+            }
+            Err(error) => {
+                warn!(%error, "status write failed");
+                out.failed = true;
+            }
+        }
+        out
+    }
+
+    async fn publish(&self, policy: &LatencyPolicy, transitions: &[Transition]) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let reference = policy.object_ref(&());
+        for t in transitions {
+            let ev = KubeEvent {
+                type_: if t.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: t.reason.to_owned(),
+                note: Some(t.note.clone()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let start = Instant::now();
+            let r = recorder.publish(&ev, &reference).await;
+            self.metrics
+                .write("event", r.is_ok(), start.elapsed().as_secs_f64());
+            if let Err(error) = r {
+                warn!(%error, reason = t.reason, "event not published");
+            }
+        }
+    }
+}
+
+/// Reconcile one LatencyPolicy's lifecycle (the periodic work is the cycle's): keep l3's
+/// finalizer on enforcing owners, and restore the split's original weights when the policy
+/// is deleted or switched to DryRun.
+#[instrument(skip_all, fields(namespace = %policy.namespace().unwrap_or_default(), policy = %policy.name_any()))]
+pub async fn reconcile(policy: Arc<LatencyPolicy>, op: Arc<Operator>) -> Result<Action> {
+    if !op.leadership.is_leader() {
+        // Followers write nothing; look again once they may have become the leader.
+        return Ok(Action::requeue(Duration::from_secs(15)));
+    }
+    let ns = policy.namespace().unwrap_or_default();
+    let target = policy.spec.target_ref.name.clone();
+    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+    let policies = op.all_policies();
+    let owns = owner(&policies, &policy).name_any() == policy.name_any();
+    let result = async {
+        if policy.meta().deletion_timestamp.is_some() || policy.spec.mode == Mode::DryRun {
+            if has_finalizer {
+                if owns && op.actuator.restore(&ns, &target).await? {
+                    info!(split = %target, "original weights restored");
+                }
+                op.actuator.set_finalizer(&policy, false).await?;
+            }
+            return Ok(Action::await_change());
+        }
+        if owns && policy.spec.settings().is_ok() {
+            op.actuator.set_finalizer(&policy, true).await?;
+        }
+        Ok(Action::requeue(Duration::from_secs(300)))
+    }
+    .await;
+    if result.is_ok()
+        && let Ok(mut f) = op.failures.lock()
+    {
+        f.remove(&key_of(&policy));
+    }
+    result
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s, ... up to 5 minutes.
+pub fn error_policy(policy: Arc<LatencyPolicy>, error: &Error, op: Arc<Operator>) -> Action {
+    let n = op
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key_of(&policy)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let secs = 2f64.powi(n.min(9) as i32 - 1).min(MAX_BACKOFF_SECS);
+    warn!(%error, policy = %policy.name_any(), retry_in_secs = secs, "reconcile failed");
+    Action::requeue(Duration::from_secs_f64(secs))
+}
+
+/// A spec with the defaults, for examples and tests.
+pub fn default_spec(split: &str) -> LatencyPolicySpec {
+    LatencyPolicySpec::for_split(split)
+}
