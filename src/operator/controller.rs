@@ -52,6 +52,7 @@ pub trait SplitLookup: Send + Sync {
 }
 
 /// A reflector store of TrafficSplits.
+#[derive(Clone)]
 pub struct StoreLookup {
     /// The store.
     pub store: Store<DynamicObject>,

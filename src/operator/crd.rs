@@ -27,6 +27,7 @@ pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
     shortname = "lp",
     namespaced,
     status = "LatencyPolicyStatus",
+    derive = "Default",
     doc = "LatencyPolicy tunes the backend weights of one SMI TrafficSplit by observed latency (L3).",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
@@ -158,6 +159,13 @@ fn default_min_share() -> f64 {
 }
 fn default_hysteresis() -> f64 {
     0.01
+}
+
+impl Default for LatencyPolicySpec {
+    /// Every default, with an empty target name (which the schema refuses).
+    fn default() -> Self {
+        Self::for_split("")
+    }
 }
 
 impl LatencyPolicySpec {

@@ -270,7 +270,7 @@ async fn run(args: RunArgs) -> Result<()> {
         metrics.clone(),
         leadership.clone(),
         policy_stores.clone(),
-        Box::new(split_lookups),
+        Box::new(split_lookups.clone()),
         Some(recorder),
     ));
 
@@ -330,8 +330,8 @@ async fn run(args: RunArgs) -> Result<()> {
             // The writer is owned by the controller; it lives as long as the process.
             let _ = s.wait_until_ready().await;
         }
-        for s in split_lookups_ready(&loop_op) {
-            let _ = s.await;
+        for s in &split_lookups {
+            let _ = s.store.wait_until_ready().await;
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -350,13 +350,6 @@ async fn run(args: RunArgs) -> Result<()> {
         _ = shutdown_signal() => info!("shutting down"),
     }
     Ok(())
-}
-
-/// Futures that resolve when the TrafficSplit stores have their first full list.
-fn split_lookups_ready(_op: &Operator) -> Vec<std::future::Ready<()>> {
-    // The split reflectors are driven by their own tasks; the cycle tolerates a split that is
-    // not in the store yet (TargetFound=False until it appears), so there is nothing to await.
-    Vec::new()
 }
 
 async fn shutdown_signal() {

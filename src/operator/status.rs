@@ -122,9 +122,33 @@ pub fn round(v: f64, digits: i32) -> f64 {
     }
 }
 
-/// Whether `new` differs from what was last written.
+/// How stale a backend's reported `lastSampleTime` may get before the status is rewritten for
+/// it alone.
+pub const SAMPLE_TIME_REFRESH_SECS: i64 = 60;
+
+/// Whether `new` differs from what was last written. A backend's `lastSampleTime` advances
+/// every cycle while traffic flows; on its own it triggers a write only once it is
+/// [`SAMPLE_TIME_REFRESH_SECS`] ahead of the written one, so a steady state stays quiet.
 pub fn changed(old: Option<&LatencyPolicyStatus>, new: &LatencyPolicyStatus) -> bool {
-    old != Some(new)
+    let Some(old) = old else {
+        return true;
+    };
+    let strip = |s: &LatencyPolicyStatus| {
+        let mut s = s.clone();
+        for b in &mut s.backends {
+            b.last_sample_time = None;
+        }
+        s
+    };
+    if strip(old) != strip(new) {
+        return true;
+    }
+    old.backends.iter().zip(&new.backends).any(|(o, n)| {
+        match (&o.last_sample_time, &n.last_sample_time) {
+            (Some(o), Some(n)) => n.0.as_second() - o.0.as_second() >= SAMPLE_TIME_REFRESH_SECS,
+            (o, n) => o.is_some() != n.is_some(),
+        }
+    })
 }
 
 /// Seconds since the epoch as a Kubernetes Time (whole seconds, as the API server stores it).
