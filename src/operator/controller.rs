@@ -114,8 +114,6 @@ pub fn owner<'a>(
 struct Entry {
     filters: Option<crate::state::FilterSettings>,
     state: Option<SplitState>,
-    /// Backends that have metric series.
-    series: Vec<String>,
     next_due: f64,
     failures: u32,
     interval: f64,
@@ -204,10 +202,8 @@ impl Engine {
         }
     }
 
-    fn drop_series(metrics: &Metrics, key: &Key, names: &[String]) {
-        for b in names {
-            metrics.remove_backend(&key.0, &key.1, b);
-        }
+    fn drop_series(metrics: &Metrics, key: &Key) {
+        metrics.backends.remove_policy(&key.0, &key.1);
     }
 
     /// Decide which policies are due at `now` (seconds since the epoch) and what to ask the
@@ -224,10 +220,10 @@ impl Engine {
             .collect();
         let keys: HashSet<Key> = live.iter().map(|p| key_of(p)).collect();
         let metrics = &self.metrics;
-        self.entries.retain(|k, e| {
+        self.entries.retain(|k, _| {
             let keep = keys.contains(k);
             if !keep {
-                Self::drop_series(metrics, k, &e.series);
+                Self::drop_series(metrics, k);
             }
             keep
         });
@@ -381,8 +377,7 @@ impl Engine {
             let (conds, write, backends) = match item.work {
                 Work::Refuse(conds) => {
                     entry.state = None;
-                    Self::drop_series(&self.metrics, &item.key, &entry.series);
-                    entry.series.clear();
+                    Self::drop_series(&self.metrics, &item.key);
                     (conds, None, Vec::new())
                 }
                 Work::Run {
@@ -478,10 +473,6 @@ impl Engine {
                 std::mem::size_of::<(Key, Entry)>()
                     + k.0.capacity()
                     + k.1.capacity()
-                    + e.series
-                        .iter()
-                        .map(|s| s.capacity() + std::mem::size_of::<String>())
-                        .sum::<usize>()
                     + e.state.as_ref().map_or(0, |s| {
                         s.backends()
                             .map(|(n, _)| {
@@ -563,9 +554,8 @@ fn run_one(
             Vec::new(),
         );
     };
-    for gone in state.sync_backends(split.names()) {
-        metrics.remove_backend(ns, &key.1, &gone);
-    }
+    // Dropped backends lose their series when this policy's list is replaced below.
+    let _dropped = state.sync_backends(split.names());
     let errors: Vec<_> = snapshot
         .errors
         .iter()
@@ -682,28 +672,21 @@ fn run_one(
         }
     };
     let mut backends = Vec::with_capacity(names.len());
+    let mut series = Vec::with_capacity(names.len());
     for ((name, b), w) in state.backends().zip(&weights) {
         let s = b.signals();
         let share = f64::from(*w) / f64::from(total);
-        let labels = [ns.as_str(), key.1.as_str(), name];
-        metrics
-            .backend_weight
-            .with_label_values(&labels)
-            .set(f64::from(*w));
-        metrics.backend_share.with_label_values(&labels).set(share);
-        metrics
-            .backend_latency
-            .with_label_values(&labels)
-            .set(s.latency_secs);
-        metrics
-            .backend_success
-            .with_label_values(&labels)
-            .set(s.success_rate);
-        metrics.backend_rps.with_label_values(&labels).set(s.rps);
-        metrics
-            .backend_inflight
-            .with_label_values(&labels)
-            .set(s.inflight);
+        series.push((
+            name.to_owned(),
+            [
+                f64::from(*w),
+                share,
+                s.latency_secs,
+                s.success_rate,
+                s.rps,
+                s.inflight,
+            ],
+        ));
         backends.push(BackendStatus {
             service: name.to_owned(),
             weight: *w,
@@ -715,7 +698,7 @@ fn run_one(
             last_sample_time: b.last_sample().map(status::time),
         });
     }
-    entry.series = names;
+    metrics.backends.set_policy(ns, &key.1, series);
     (conds, write, backends)
 }
 
