@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use kube::{CustomResource, ResourceExt};
@@ -92,7 +93,17 @@ impl Harness {
         policies: Vec<LatencyPolicy>,
         leadership: Leadership,
     ) -> Self {
-        let client = ClientBuilder::new()
+        Self::new_with(version, splits, policies, leadership, ClientBuilder::new()).await
+    }
+
+    async fn new_with(
+        version: SplitVersion,
+        splits: Vec<DynamicObject>,
+        policies: Vec<LatencyPolicy>,
+        leadership: Leadership,
+        builder: ClientBuilder,
+    ) -> Self {
+        let client = builder
             .with_resource::<v1alpha1::TrafficSplit>()
             .with_resource::<v1alpha2::TrafficSplit>()
             .with_resource::<LatencyPolicy>()
@@ -127,7 +138,13 @@ impl Harness {
                 store: splits_w.as_reader(),
                 resource: version.api_resource(),
             }),
-            None,
+            Some(Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "l3-test".into(),
+                    instance: None,
+                },
+            )),
         ));
         let mut h = Self {
             client,
@@ -713,7 +730,91 @@ async fn prometheus_down_keeps_the_weights_and_says_why() {
         condition(&p, "Ready"),
         Some(("False".into(), "MetricsUnavailable".into()))
     );
+    // One Warning Event per transition, not one per blind cycle.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client.clone(), NS);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    let blind: Vec<_> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("QueryFailed"))
+        .collect();
+    assert_eq!(blind.len(), 1, "{events:?}");
+    assert_eq!(blind[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        blind[0]
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("MetricsAvailable is False")
+    );
+    // Back up: one more transition, one more Event.
+    h.source.set_down(false);
+    h.cycle(t + 100.0).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(h.client.clone(), NS);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("QueriesSucceeded")),
+        "{events:?}"
+    );
     // The filters decayed toward the defaults meanwhile (latency default 5 s).
     let east = p.status.unwrap().backends[0].latency_seconds;
+    // (read before recovery: the status above was fetched while blind)
     assert!(east > 0.5, "{east}");
+}
+
+#[tokio::test]
+async fn a_broken_policy_backs_off_and_never_stops_the_others() {
+    let good = split(
+        SplitVersion::V1alpha2,
+        "web",
+        &[("web-east", json!(500)), ("web-west", json!(500))],
+    );
+    let bad = split(
+        SplitVersion::V1alpha2,
+        "broken",
+        &[("web-east", json!(500)), ("web-west", json!(500))],
+    );
+    let builder = ClientBuilder::new().with_interceptor_funcs(
+        kube_fake_client::interceptor::Funcs::new().patch(|ctx| {
+            if ctx.name == "broken" {
+                return Err(kube_fake_client::Error::Internal("injected failure".into()));
+            }
+            Ok(None)
+        }),
+    );
+    let mut h = Harness::new_with(
+        SplitVersion::V1alpha2,
+        vec![good, bad],
+        vec![
+            policy("p-web", "web", 0, |_| {}),
+            policy("p-broken", "broken", 1, |_| {}),
+        ],
+        Leadership::always(),
+        builder,
+    )
+    .await;
+    fast_slow(&h);
+    h.reconcile_all().await;
+    let mut good_writes = 0;
+    for i in 0..40 {
+        good_writes += h.cycle(T0 + 5.0 * f64::from(i)).await;
+    }
+    assert!(good_writes >= 1, "the healthy policy kept working");
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&h.registry.gather())
+        .unwrap();
+    let errors: u64 = text
+        .lines()
+        .find(|l| l.starts_with(r#"l3_api_writes_total{kind="weights",result="error"}"#))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .expect("failed weights writes are counted");
+    // Without backoff the broken split would be retried on nearly every one of the 40 cycles;
+    // with 10 s, 20 s, 40 s, 80 s pauses it is tried a handful of times.
+    assert!((1..=6).contains(&errors), "{errors} failed attempts");
+    assert_eq!(
+        condition(&h.get_policy("p-web").await, "Ready").unwrap().0,
+        "True"
+    );
 }

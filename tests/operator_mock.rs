@@ -42,7 +42,12 @@ fn mock_api(
         while let Some((req, send)) = handle.next_request().await {
             let method = req.method().to_string();
             let uri = req.uri().to_string();
-            let bytes = req.into_body().collect_bytes().await.unwrap_or_default().to_vec();
+            let bytes = req
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default()
+                .to_vec();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             log.lock().unwrap().push(Seen {
                 method: method.clone(),
@@ -85,12 +90,20 @@ struct Setup {
     _writers: (Writer<LatencyPolicy>, Writer<DynamicObject>),
 }
 
-fn setup(version: SplitVersion, weights: [Value; 2], leadership: Leadership, conflicts: usize) -> Setup {
+fn setup(
+    version: SplitVersion,
+    weights: [Value; 2],
+    leadership: Leadership,
+    conflicts: usize,
+) -> Setup {
     let mut split = trafficsplit::object(
         version,
         "shop",
         "web",
-        &[("web-east", weights[0].clone()), ("web-west", weights[1].clone())],
+        &[
+            ("web-east", weights[0].clone()),
+            ("web-west", weights[1].clone()),
+        ],
     );
     split.metadata.resource_version = Some("100".into());
     let mut policy = LatencyPolicy::new("p", LatencyPolicySpec::for_split("web"));
@@ -146,7 +159,12 @@ fn status_weights(seen: &[Seen]) -> Vec<u32> {
         .iter()
         .rev()
         .find(|r| r.uri.ends_with("/status?&fieldManager=l3-operator"))
-        .unwrap_or_else(|| panic!("a status patch follows the split write: {:?}", seen.iter().map(|r| &r.uri).collect::<Vec<_>>()));
+        .unwrap_or_else(|| {
+            panic!(
+                "a status patch follows the split write: {:?}",
+                seen.iter().map(|r| &r.uri).collect::<Vec<_>>()
+            )
+        });
     status.body["status"]["backends"]
         .as_array()
         .unwrap()
@@ -157,9 +175,17 @@ fn status_weights(seen: &[Seen]) -> Vec<u32> {
 
 #[tokio::test]
 async fn v1alpha1_patch_body_is_exact_and_keeps_the_quantity_form() {
-    let s = setup(SplitVersion::V1alpha1, [json!("500m"), json!("500m")], Leadership::always(), 0);
+    let s = setup(
+        SplitVersion::V1alpha1,
+        [json!("500m"), json!("500m")],
+        Leadership::always(),
+        0,
+    );
     let seen = until_split_write(&s).await;
-    let writes: Vec<&Seen> = seen.iter().filter(|r| r.uri.contains("/trafficsplits/")).collect();
+    let writes: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/trafficsplits/"))
+        .collect();
     assert_eq!(writes.len(), 1, "{writes:?}");
     let w = status_weights(&seen);
     assert_eq!(w.iter().sum::<u32>(), 1000);
@@ -185,16 +211,27 @@ async fn v1alpha1_patch_body_is_exact_and_keeps_the_quantity_form() {
     // Every other request was a status patch of the policy, with observedGeneration.
     for r in seen.iter().filter(|r| !r.uri.contains("/trafficsplits/")) {
         assert_eq!(r.method, "PATCH");
-        assert_eq!(r.uri, "/apis/l3.dev/v1alpha1/namespaces/shop/latencypolicies/p/status?&fieldManager=l3-operator");
+        assert_eq!(
+            r.uri,
+            "/apis/l3.dev/v1alpha1/namespaces/shop/latencypolicies/p/status?&fieldManager=l3-operator"
+        );
         assert_eq!(r.body["status"]["observedGeneration"], 3);
     }
 }
 
 #[tokio::test]
 async fn v1alpha2_patch_body_is_exact_with_integer_weights() {
-    let s = setup(SplitVersion::V1alpha2, [json!(1), json!(1)], Leadership::always(), 0);
+    let s = setup(
+        SplitVersion::V1alpha2,
+        [json!(1), json!(1)],
+        Leadership::always(),
+        0,
+    );
     let seen = until_split_write(&s).await;
-    let write = seen.iter().find(|r| r.uri.contains("/trafficsplits/")).unwrap();
+    let write = seen
+        .iter()
+        .find(|r| r.uri.contains("/trafficsplits/"))
+        .unwrap();
     let w = status_weights(&seen);
     assert_eq!(
         write.uri,
@@ -217,12 +254,22 @@ async fn v1alpha2_patch_body_is_exact_with_integer_weights() {
 
 #[tokio::test]
 async fn a_409_is_retried_on_a_fresh_read() {
-    let s = setup(SplitVersion::V1alpha2, [json!(500), json!(500)], Leadership::always(), 1);
+    let s = setup(
+        SplitVersion::V1alpha2,
+        [json!(500), json!(500)],
+        Leadership::always(),
+        1,
+    );
     let seen = until_split_write(&s).await;
     let split_reqs: Vec<(String, Value)> = seen
         .iter()
         .filter(|r| r.uri.contains("/trafficsplits/"))
-        .map(|r| (r.method.clone(), r.body["metadata"]["resourceVersion"].clone()))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.body["metadata"]["resourceVersion"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         split_reqs,
@@ -236,9 +283,18 @@ async fn a_409_is_retried_on_a_fresh_read() {
 
 #[tokio::test]
 async fn a_follower_sends_no_request_at_all() {
-    let s = setup(SplitVersion::V1alpha1, [json!(1), json!(1)], Leadership::follower(), 0);
+    let s = setup(
+        SplitVersion::V1alpha1,
+        [json!(1), json!(1)],
+        Leadership::follower(),
+        0,
+    );
     for i in 0..30 {
         s.op.cycle(T0 + 5.0 * f64::from(i)).await;
     }
-    assert!(s.seen.lock().unwrap().is_empty(), "{:?}", s.seen.lock().unwrap());
+    assert!(
+        s.seen.lock().unwrap().is_empty(),
+        "{:?}",
+        s.seen.lock().unwrap()
+    );
 }
