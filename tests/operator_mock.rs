@@ -298,3 +298,36 @@ async fn a_follower_sends_no_request_at_all() {
         s.seen.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_lagging_store_does_not_cause_repeated_writes() {
+    // The mock never feeds the store, so it shows the split as it was before l3's first write
+    // for the whole test: l3 must trust its own write, not rewrite on every cycle.
+    let s = setup(
+        SplitVersion::V1alpha2,
+        [json!(500), json!(500)],
+        Leadership::always(),
+        0,
+    );
+    until_split_write(&s).await;
+    let count = |s: &Setup| {
+        s.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.uri.contains("/trafficsplits/"))
+            .count()
+    };
+    for i in 40..60 {
+        s.op.cycle(T0 + 5.0 * f64::from(i)).await;
+    }
+    let settled = count(&s);
+    for i in 60..80 {
+        s.op.cycle(T0 + 5.0 * f64::from(i)).await;
+    }
+    assert_eq!(
+        count(&s),
+        settled,
+        "no writes once converged, even with a stale store"
+    );
+}

@@ -30,6 +30,8 @@ pub enum WriteOutcome {
     Written,
     /// The split's backends changed under us; the next cycle recomputes.
     BackendsChanged,
+    /// The fresh read already had these weights (our own earlier write): nothing to do.
+    AlreadySet,
 }
 
 /// Writes to the API server.
@@ -129,6 +131,9 @@ impl Actuator {
                     if a != b {
                         return Ok(WriteOutcome::BackendsChanged);
                     }
+                    if has_weights(&current, &w) {
+                        return Ok(WriteOutcome::AlreadySet);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -224,4 +229,20 @@ impl Actuator {
             .await
             .map(|_| ())
     }
+}
+
+/// Whether `split` already carries exactly `weights` (out of 1000).
+fn has_weights(split: &ParsedSplit, weights: &[(&str, u32)]) -> bool {
+    let scale = if split.form == WeightForm::Milli {
+        1000.0
+    } else {
+        1.0
+    };
+    weights.iter().all(|(n, w)| {
+        split
+            .backends
+            .iter()
+            .find(|b| b.service == *n)
+            .is_some_and(|b| (b.weight * scale - f64::from(*w)).abs() < 1e-6)
+    })
 }

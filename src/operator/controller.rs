@@ -109,6 +109,9 @@ pub fn owner<'a>(
         .unwrap_or(candidate)
 }
 
+/// The resourceVersion a weights write was computed from, and the weights written.
+pub type LastWrite = (Option<String>, Vec<(String, u32)>);
+
 /// Per-policy memory of the loop.
 #[derive(Default)]
 struct Entry {
@@ -119,6 +122,9 @@ struct Entry {
     interval: f64,
     written: Option<LatencyPolicyStatus>,
     last_weight_update: Option<Time>,
+    /// The resourceVersion a weights write was computed from, and the weights written: while
+    /// the store still shows that version, our write is the truth (no second write on a lag).
+    last_write: Option<LastWrite>,
     last_conditions: Vec<(String, String)>,
 }
 
@@ -441,6 +447,9 @@ impl Engine {
         let Some(e) = self.entries.get_mut(key) else {
             return;
         };
+        if let Some(w) = &outcome.written {
+            e.last_write = Some(w.clone());
+        }
         if let Some(s) = &outcome.status_written {
             e.written = Some(s.clone());
             e.last_weight_update = s.last_weight_update.clone();
@@ -563,14 +572,23 @@ fn run_one(
         .collect();
     let answers = snapshot.groups.get(group);
     let names: Vec<String> = state.backends().map(|(n, _)| n.to_owned()).collect();
+    let ours = entry
+        .last_write
+        .as_ref()
+        .filter(|(rv, _)| rv.is_some() && *rv == split.resource_version)
+        .map(|(_, w)| w);
     let current_raw: Vec<f64> = names
         .iter()
-        .map(|n| {
-            split
+        .map(|n| match ours {
+            Some(w) => w
+                .iter()
+                .find(|(s, _)| s == n)
+                .map_or(0.0, |(_, w)| f64::from(*w)),
+            None => split
                 .backends
                 .iter()
                 .find(|b| &b.service == n)
-                .map_or(0.0, |b| b.weight)
+                .map_or(0.0, |b| b.weight),
         })
         .collect();
     let current = safety::shares(&current_raw);
@@ -709,6 +727,8 @@ pub struct Outcome {
     pub status_written: Option<LatencyPolicyStatus>,
     /// Whether a weights write happened.
     pub weights_written: bool,
+    /// The resourceVersion the written weights were computed from, and the weights.
+    pub written: Option<LastWrite>,
     /// Whether a write failed (the policy backs off).
     pub failed: bool,
 }
@@ -826,10 +846,11 @@ impl Operator {
             {
                 Ok(WriteOutcome::Written) => {
                     out.weights_written = true;
+                    out.written = Some((w.split.resource_version.clone(), w.weights.clone()));
                     status.last_weight_update = Some(status::time(now));
                     info!(split = %w.split_name, weights = ?w.weights, "weights written");
                 }
-                Ok(WriteOutcome::BackendsChanged) => {}
+                Ok(WriteOutcome::BackendsChanged | WriteOutcome::AlreadySet) => {}
                 Err(error) => {
                     warn!(%error, split = %w.split_name, "weights write failed");
                     out.failed = true;

@@ -270,13 +270,24 @@ impl LatencyPolicySpec {
             field: "penaltyFactor",
             message: e.to_string(),
         })?;
+        let hysteresis = range("hysteresis", self.hysteresis, 0.0, 0.5)?;
+        if let Some(step) = self.max_share_step
+            && step <= hysteresis
+        {
+            return Err(SpecError {
+                field: "maxShareStep",
+                message: format!(
+                    "{step} is not above hysteresis {hysteresis}: no step could ever be written"
+                ),
+            });
+        }
         Ok(PolicySettings {
             quantile: range("percentile", self.percentile, 0.5, 0.999)?,
             filters,
             pipeline,
             interval_secs: interval,
             window_secs: window as u64,
-            hysteresis: range("hysteresis", self.hysteresis, 0.0, 0.5)?,
+            hysteresis,
             max_share_step: self
                 .max_share_step
                 .map(|s| range("maxShareStep", s, 0.001, 1.0))
@@ -426,5 +437,10 @@ mod tests {
         let mut spec = LatencyPolicySpec::for_split("web");
         spec.interval = "100ms".into();
         assert_eq!(spec.settings().unwrap_err().field, "interval");
+        let mut spec = LatencyPolicySpec::for_split("web");
+        spec.max_share_step = Some(0.01);
+        assert_eq!(spec.settings().unwrap_err().field, "maxShareStep");
+        spec.max_share_step = Some(0.05);
+        assert!(spec.settings().is_ok());
     }
 }
