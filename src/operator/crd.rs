@@ -425,6 +425,54 @@ mod tests {
     }
 
     #[test]
+    fn schema_refuses_bad_values_before_they_reach_l3() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(LatencyPolicy::crd()).unwrap();
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["subresources"]["status"], serde_json::json!({}));
+        let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+        assert_eq!(spec["percentile"]["minimum"], 0.5);
+        assert_eq!(spec["percentile"]["maximum"], 0.999);
+        assert_eq!(spec["minShare"]["maximum"], 0.5);
+        assert_eq!(spec["hysteresis"]["default"], 0.01);
+        assert_eq!(spec["maxShareStep"]["minimum"], 0.001);
+        for d in [
+            "penaltyFactor",
+            "latencyHalfLife",
+            "inflightHalfLife",
+            "successRateHalfLife",
+            "rpsHalfLife",
+            "interval",
+            "queryWindow",
+        ] {
+            assert_eq!(spec[d]["pattern"], DURATION_PATTERN, "{d}");
+        }
+        assert_eq!(
+            spec["mode"]["enum"],
+            serde_json::json!(["Enforce", "DryRun"])
+        );
+        assert_eq!(
+            spec["filter"]["enum"],
+            serde_json::json!(["EWMA", "PeakEWMA"])
+        );
+        assert_eq!(
+            spec["targetRef"]["properties"]["kind"]["enum"],
+            serde_json::json!(["TrafficSplit"])
+        );
+        let cols: Vec<&str> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(cols, ["Target", "Mode", "Ready", "Last Update", "Age"]);
+        assert_eq!(
+            crd["spec"]["names"]["shortNames"],
+            serde_json::json!(["lp"])
+        );
+    }
+
+    #[test]
     fn what_the_schema_cannot_express_is_refused_with_the_field() {
         let mut spec = LatencyPolicySpec::for_split("web");
         spec.query_window = "1500ms".into();
