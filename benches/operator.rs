@@ -95,12 +95,22 @@ fn bench(rt: &tokio::runtime::Runtime, n: usize, runs: usize, target_ms: f64) ->
     let mut engine = Engine::new(Metrics::new(&registry).expect("metrics register"));
     let mut t = 1_800_000_000.0;
     let mut writes = 0;
-    let cycle = |engine: &mut Engine, t: f64| {
+    let mut phases = [Vec::new(), Vec::new(), Vec::new()];
+    let mut cycle = |engine: &mut Engine, t: f64| {
+        let a = Instant::now();
         let plan = engine.plan(t, &policies, &splits);
         assert_eq!(plan.len(), n, "every policy is due");
+        let b = Instant::now();
         let snap = rt.block_on(source.fetch(&plan.request));
+        let c = Instant::now();
         let decisions = engine.decide(t, plan, &snap);
-        decisions.iter().filter(|d| d.write.is_some()).count()
+        let writes = decisions.iter().filter(|d| d.write.is_some()).count();
+        drop(decisions);
+        let d = Instant::now();
+        phases[0].push((b - a).as_secs_f64() * 1000.0);
+        phases[1].push((c - b).as_secs_f64() * 1000.0);
+        phases[2].push((d - c).as_secs_f64() * 1000.0);
+        writes
     };
     // Warm up: filters converge, series exist.
     for _ in 0..10 {
@@ -114,6 +124,10 @@ fn bench(rt: &tokio::runtime::Runtime, n: usize, runs: usize, target_ms: f64) ->
         times.push(start.elapsed().as_secs_f64() * 1000.0);
         t += 5.0;
     }
+    let [plan_ms, fetch_ms, decide_ms] = phases.map(median);
+    println!(
+        "  phases (median over all cycles): plan {plan_ms:.1} ms, canned fetch {fetch_ms:.1} ms, decide {decide_ms:.1} ms"
+    );
     let live = (LIVE.load(Ordering::Relaxed) - before) as f64;
     let per_backend = live / (n * BACKENDS) as f64;
     let estimate = engine.state_bytes() as f64 / (n * BACKENDS) as f64;

@@ -45,6 +45,33 @@ pub const MAX_BACKOFF_SECS: f64 = 300.0;
 /// Concurrent API writes of one cycle.
 pub const WRITE_CONCURRENCY: usize = 16;
 
+/// A policy counts as due this slightly early, so that a 1 s tick that fires a hair before
+/// the 5 s mark does not stretch the interval to 6 s.
+pub const DUE_SLACK_SECS: f64 = 0.5;
+
+/// Bound on one batched fetch, on top of the source's per-query timeouts, so that a stuck
+/// source cannot stall the loop.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The answer to `request` when the whole fetch timed out: every group failed.
+fn timed_out(request: &SignalRequest) -> Snapshot {
+    Snapshot {
+        timestamp: 0.0,
+        groups: Vec::new(),
+        errors: (0..request.groups.len())
+            .map(|group| crate::source::QueryError {
+                group,
+                signal: "latency",
+                reason: "timeout",
+                message: format!(
+                    "the whole fetch took longer than {}s",
+                    FETCH_TIMEOUT.as_secs()
+                ),
+            })
+            .collect(),
+    }
+}
+
 /// Where the control loop finds TrafficSplits (a reflector store in production).
 pub trait SplitLookup: Send + Sync {
     /// The split `name` in namespace `ns`, if it exists.
@@ -254,7 +281,7 @@ impl Engine {
         for p in live {
             let key = key_of(p);
             let entry = self.entries.entry(key.clone()).or_default();
-            if now < entry.next_due {
+            if now + DUE_SLACK_SECS < entry.next_due {
                 continue;
             }
             let ns = key.0.clone();
@@ -802,7 +829,16 @@ impl Operator {
         let snapshot = if plan.request.groups.is_empty() {
             Snapshot::default()
         } else {
-            self.source.fetch(&plan.request).await
+            match tokio::time::timeout(FETCH_TIMEOUT, self.source.fetch(&plan.request)).await {
+                Ok(s) => s,
+                Err(_) => {
+                    warn!(
+                        timeout_secs = FETCH_TIMEOUT.as_secs(),
+                        "signal fetch timed out"
+                    );
+                    timed_out(&plan.request)
+                }
+            }
         };
         let decisions = self.engine().decide(now, plan, &snapshot);
         let outcomes: Vec<(Key, Outcome)> = futures::stream::iter(decisions)
