@@ -25,8 +25,7 @@ use tracing::{info, instrument, warn};
 
 use super::actuator::{Actuator, WriteOutcome};
 use super::crd::{
-    BackendStatus, FINALIZER, LatencyPolicy, LatencyPolicySpec, LatencyPolicyStatus, Mode,
-    PolicySettings,
+    BackendStatus, FINALIZER, LatencyPolicy, LatencyPolicyStatus, Mode, PolicySettings,
 };
 use super::leader::Leadership;
 use super::metrics::Metrics;
@@ -138,6 +137,21 @@ pub fn owner<'a>(
 
 /// The resourceVersion a weights write was computed from, and the weights written.
 pub type LastWrite = (Option<String>, Vec<(String, u32)>);
+
+/// The policies that target `split` (same namespace, `targetRef.name` = its name): a change of
+/// the split triggers their reconcile.
+pub fn policies_for_split(
+    policies: &[Arc<LatencyPolicy>],
+    split: &DynamicObject,
+) -> Vec<ObjectRef<LatencyPolicy>> {
+    let ns = split.namespace();
+    let name = split.name_any();
+    policies
+        .iter()
+        .filter(|p| p.namespace() == ns && p.spec.target_ref.name == name)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
 
 /// Per-policy memory of the loop.
 #[derive(Default)]
@@ -1000,7 +1014,47 @@ pub fn error_policy(policy: Arc<LatencyPolicy>, error: &Error, op: Arc<Operator>
     Action::requeue(Duration::from_secs_f64(secs))
 }
 
-/// A spec with the defaults, for examples and tests.
-pub fn default_spec(split: &str) -> LatencyPolicySpec {
-    LatencyPolicySpec::for_split(split)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::LatencyPolicySpec;
+    use crate::operator::trafficsplit::SplitVersion;
+
+    fn p(ns: &str, name: &str, target: &str, created: i64) -> Arc<LatencyPolicy> {
+        let mut p = LatencyPolicy::new(name, LatencyPolicySpec::for_split(target));
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
+        Arc::new(p)
+    }
+
+    #[test]
+    fn split_changes_map_to_the_policies_that_target_them() {
+        let ps = vec![
+            p("a", "one", "web", 0),
+            p("a", "two", "api", 0),
+            p("b", "three", "web", 0),
+        ];
+        let split = trafficsplit::object(SplitVersion::V1alpha1, "a", "web", &[]);
+        let refs = policies_for_split(&ps, &split);
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].name, "one");
+        assert_eq!(refs[0].namespace.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn the_oldest_live_policy_owns_a_split() {
+        let old = p("a", "old", "web", 0);
+        let new = p("a", "new", "web", 10);
+        let ps = vec![new.clone(), old.clone()];
+        assert_eq!(owner(&ps, &new).name_any(), "old");
+        assert_eq!(owner(&ps, &old).name_any(), "old");
+        // A deleting owner still owns the split for its own cleanup, but not for the others.
+        let mut gone = (*old).clone();
+        gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let ps = vec![new.clone(), Arc::new(gone.clone())];
+        assert_eq!(owner(&ps, &gone).name_any(), "old");
+        assert_eq!(owner(&ps, &new).name_any(), "new");
+    }
 }

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::CustomResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{CustomResourceExt, ResourceExt};
 use tracing::{error, info};
 
 use crate::source::SignalSource;
@@ -217,14 +217,7 @@ async fn run(args: RunArgs) -> Result<()> {
             ar.clone(),
             watcher::Config::default(),
             move |split: DynamicObject| {
-                let ns = split.namespace();
-                let name = split.name_any();
-                mapper_store
-                    .state()
-                    .iter()
-                    .filter(|p| p.namespace() == ns && p.spec.target_ref.name == name)
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
+                controller::policies_for_split(&mapper_store.state(), &split)
             },
         );
         let writer = reflector::store::Writer::new(ar.clone());
