@@ -331,3 +331,59 @@ async fn a_lagging_store_does_not_cause_repeated_writes() {
         "no writes once converged, even with a stale store"
     );
 }
+
+/// An API server that serves only discovery for `versions` of split.smi-spec.io.
+fn discovery_api(versions: &'static [&'static str]) -> kube::Client {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let path = req.uri().path().to_owned();
+            let body = if path == "/apis" {
+                let vs: Vec<Value> = versions
+                    .iter()
+                    .map(
+                        |v| json!({"groupVersion": format!("split.smi-spec.io/{v}"), "version": v}),
+                    )
+                    .collect();
+                let groups = if versions.is_empty() {
+                    json!([])
+                } else {
+                    json!([{"name": "split.smi-spec.io", "versions": vs, "preferredVersion": vs[0]}])
+                };
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+            } else {
+                let gv = path.trim_start_matches("/apis/").to_owned();
+                json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": [
+                    {"name": "trafficsplits", "singularName": "trafficsplit", "namespaced": true,
+                     "kind": "TrafficSplit", "verbs": ["get", "list", "watch", "patch"]}
+                ]})
+            };
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    kube::Client::new(svc, "default")
+}
+
+#[tokio::test]
+async fn discovery_prefers_v1alpha1_and_falls_back_to_v1alpha2() {
+    let both = discovery_api(&["v1alpha2", "v1alpha1"]);
+    assert_eq!(
+        trafficsplit::discover_version(&both).await.unwrap(),
+        SplitVersion::V1alpha1
+    );
+    let only2 = discovery_api(&["v1alpha2"]);
+    assert_eq!(
+        trafficsplit::discover_version(&only2).await.unwrap(),
+        SplitVersion::V1alpha2
+    );
+    let none = discovery_api(&[]);
+    let e = trafficsplit::discover_version(&none)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("linkerd-smi"), "{e}");
+}

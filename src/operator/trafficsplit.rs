@@ -89,7 +89,17 @@ pub async fn discover_version(client: &kube::Client) -> Result<SplitVersion, sup
     let group: ApiGroup = kube::discovery::group(client, GROUP)
         .await
         .map_err(super::Error::Discovery)?;
-    let versions: Vec<String> = group.versions().map(str::to_owned).collect();
+    // Only versions that actually serve the TrafficSplit kind count.
+    let versions: Vec<String> = group
+        .versions()
+        .filter(|v| {
+            group
+                .versioned_resources(v)
+                .iter()
+                .any(|(ar, _)| ar.kind == "TrafficSplit")
+        })
+        .map(str::to_owned)
+        .collect();
     Ok(SplitVersion::choose(versions.iter().map(String::as_str))?)
 }
 
