@@ -658,7 +658,10 @@ fn run_one(
                 "the last Prometheus queries succeeded",
             ));
             match state.step_l3(t, &samples, &settings.pipeline) {
-                Ok((proposed, _rejected)) => {
+                Ok((proposed, rejected)) => {
+                    for (backend, r) in &rejected {
+                        tracing::debug!(namespace = %ns, policy = %key.1, %backend, signal = r.signal.as_str(), error = %r.error, "sample refused");
+                    }
                     let limited =
                         safety::limit_step(&current, &proposed, total, settings.max_share_step);
                     let limited_shares: Vec<f64> = limited
@@ -707,7 +710,10 @@ fn run_one(
         }
         (first, _) => {
             // Keep the current weights; the filters decay toward their defaults.
-            let _ = state.update(t, &BTreeMap::new());
+            let refused = state.update(t, &BTreeMap::new());
+            if !refused.is_empty() {
+                tracing::debug!(namespace = %ns, policy = %key.1, refused = refused.len(), "decay refused (out-of-order time)");
+            }
             let why = first.map_or_else(
                 || "no answer for this policy's query group".to_owned(),
                 |e| format!("{} query failed ({}): {}", e.signal, e.reason, e.message),

@@ -75,6 +75,9 @@ pub enum Error {
     /// Rendering the CRD.
     #[error("rendering the CRD as YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// A watch stopped before listing its objects once.
+    #[error("the {0} watch ended before its first list")]
+    WatchEnded(&'static str),
     /// The production signal source is not available in this build.
     #[error("prometheus source not wired")]
     SourceNotWired,
@@ -320,11 +323,14 @@ async fn run(args: RunArgs) -> Result<()> {
     let loop_ready = ready.clone();
     let cycle = async move {
         for s in &policy_stores {
-            // The writer is owned by the controller; it lives as long as the process.
-            let _ = s.wait_until_ready().await;
+            if s.wait_until_ready().await.is_err() {
+                return Err(Error::WatchEnded("LatencyPolicy"));
+            }
         }
         for s in &split_lookups {
-            let _ = s.store.wait_until_ready().await;
+            if s.store.wait_until_ready().await.is_err() {
+                return Err(Error::WatchEnded("TrafficSplit"));
+            }
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -339,10 +345,12 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     info!(metrics = %args.metrics_addr, probes = %args.probe_addr, "l3 operator started");
     tokio::select! {
-        _ = cycle => {}
-        _ = shutdown_signal() => info!("shutting down"),
+        r = cycle => r,
+        _ = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 async fn shutdown_signal() {
