@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
-use l3::operator::controller::{Engine, Key};
 use l3::operator::crd::{FINALIZER, LatencyPolicy, LatencyPolicySpec};
+use l3::operator::engine::{Engine, Key};
 use l3::operator::metrics::Metrics;
 use l3::operator::testing::{FixedSource, signals};
 use l3::operator::trafficsplit::{self, SplitVersion};

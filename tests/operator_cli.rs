@@ -44,7 +44,10 @@ fn bad_flag_values_are_refused_with_the_flag_named() {
     let out = l3(&["run", "--lease-duration", "soon"], &[]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--lease-duration") && err.contains("\"soon\""), "{err}");
+    assert!(
+        err.contains("--lease-duration") && err.contains("\"soon\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -52,6 +55,9 @@ fn crdgen_prints_the_latencypolicy_crd() {
     let out = l3(&["crdgen"], &[]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("apiVersion: apiextensions.k8s.io/v1"), "{text}");
+    assert!(
+        text.starts_with("apiVersion: apiextensions.k8s.io/v1"),
+        "{text}"
+    );
     assert!(text.contains("name: latencypolicies.l3.dev"));
 }

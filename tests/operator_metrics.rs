@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
-use l3::operator::controller::{Engine, Key};
 use l3::operator::crd::{FINALIZER, LatencyPolicy, LatencyPolicySpec};
+use l3::operator::engine::{Engine, Key};
 use l3::operator::metrics::Metrics;
 use l3::operator::server;
 use l3::operator::testing::FixedSource;

@@ -1,13 +1,14 @@
 //! `l3 run`: the operator. Watches LatencyPolicies and keeps their TrafficSplits' weights tuned.
 //!
 //! Modules: [`crd`] (the LatencyPolicy API), [`trafficsplit`] (SMI TrafficSplit reading and
-//! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`controller`] (the
-//! control loop and the lifecycle controller), [`leader`] (Lease election), [`metrics`] and
+//! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
+//! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`] (Lease election), [`metrics`] and
 //! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source).
 
 pub mod actuator;
 pub mod controller;
 pub mod crd;
+pub mod engine;
 pub mod leader;
 pub mod metrics;
 pub mod server;
@@ -30,8 +31,9 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use tracing::{error, info};
 
 use crate::source::SignalSource;
-use controller::{Operator, StoreLookup};
+use controller::Operator;
 use crd::LatencyPolicy;
+use engine::StoreLookup;
 use leader::{Leadership, LeaseSettings};
 use telemetry::LogFormat;
 
@@ -219,9 +221,7 @@ async fn run(args: RunArgs) -> Result<()> {
             sapi.clone(),
             ar.clone(),
             watcher::Config::default(),
-            move |split: DynamicObject| {
-                controller::policies_for_split(&mapper_store.state(), &split)
-            },
+            move |split: DynamicObject| engine::policies_for_split(&mapper_store.state(), &split),
         );
         let writer = reflector::store::Writer::new(ar.clone());
         split_lookups.push(StoreLookup {
