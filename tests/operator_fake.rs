@@ -626,6 +626,17 @@ async fn two_policies_on_one_split_refuse_the_newer() {
     let older = h.get_policy("old").await;
     assert_eq!(condition(&older, "Conflict").unwrap().0, "False");
     assert_eq!(condition(&older, "Ready").unwrap().0, "True");
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&h.registry.gather())
+        .unwrap();
+    assert!(
+        text.contains(r#"l3_policies{condition="Conflict",status="True"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"l3_policies{condition="Ready",status="True"} 1"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
