@@ -39,3 +39,8 @@ tools: ## Install test tools (Prometheus, Debian package `prometheus`) when miss
 	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
 
 test: tools
+
+# --- operator ---------------------------------------------------------------------------------
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
+	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml

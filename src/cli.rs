@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the operator: watch LatencyPolicies and keep their TrafficSplits' weights tuned.
-    Run(crate::operator::RunArgs),
+    Run(Box<crate::operator::RunArgs>),
     /// Print the LatencyPolicy CustomResourceDefinition as YAML.
     Crdgen,
     /// Replay a scenario through the L3 algorithm and compare p99 latency with round-robin and C3.

@@ -8,6 +8,7 @@ pub mod c3;
 pub mod filter;
 pub mod normalise;
 pub mod rate_control;
+pub mod safety;
 pub mod weighting;
 
 pub use c3::{C3Signals, c3_weight};

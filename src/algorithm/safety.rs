@@ -1,0 +1,150 @@
+//! Safety limits on weight changes: hysteresis (is a change worth a write?) and the largest
+//! share step per interval (so a sudden shift cannot double the load on a remote cluster).
+
+/// Shares of weights on any scale; a zero or invalid total gives equal shares.
+pub fn shares(weights: &[f64]) -> Vec<f64> {
+    let clean: Vec<f64> = weights
+        .iter()
+        .map(|&w| if w.is_finite() && w > 0.0 { w } else { 0.0 })
+        .collect();
+    let sum: f64 = clean.iter().sum();
+    if sum <= 0.0 {
+        let n = weights.len().max(1) as f64;
+        return vec![1.0 / n; weights.len()];
+    }
+    clean.iter().map(|w| w / sum).collect()
+}
+
+/// Largest absolute change of any share between `current` and `proposed` (same order).
+pub fn max_share_change(current: &[f64], proposed: &[f64]) -> f64 {
+    current
+        .iter()
+        .zip(proposed)
+        .map(|(c, p)| (p - c).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Whether moving from `current` to `proposed` shares is worth a write: some share moved by
+/// more than `hysteresis`, or the backend lists differ in length.
+pub fn worth_writing(current: &[f64], proposed: &[f64], hysteresis: f64) -> bool {
+    current.len() != proposed.len() || max_share_change(current, proposed) > hysteresis
+}
+
+/// Move from `current` shares toward `proposed` integer weights (summing to `total`) so that no
+/// share changes by more than `max_step` (to within one weight unit of rounding).
+///
+/// Every backend moves by the same fraction of its way to the target, so the direction of the
+/// change and the sum are kept; a convex combination of two splits that respect the minimum
+/// share respects it too. Without a limit, or when the target is within reach, `proposed` is
+/// returned unchanged.
+pub fn limit_step(
+    current: &[f64],
+    proposed: &[u32],
+    total: u32,
+    max_step: Option<f64>,
+) -> Vec<u32> {
+    let Some(step) = max_step.filter(|s| s.is_finite() && *s > 0.0) else {
+        return proposed.to_vec();
+    };
+    if current.len() != proposed.len() || total == 0 {
+        return proposed.to_vec();
+    }
+    let t = f64::from(total);
+    let target: Vec<f64> = proposed.iter().map(|&w| f64::from(w) / t).collect();
+    let largest = max_share_change(current, &target);
+    if largest <= step {
+        return proposed.to_vec();
+    }
+    let alpha = step / largest;
+    let exact: Vec<f64> = current
+        .iter()
+        .zip(&target)
+        .map(|(c, p)| (c + alpha * (p - c)) * t)
+        .collect();
+    round_to_total(&exact, total)
+}
+
+/// Largest-remainder rounding of non-negative reals that sum to `total`.
+fn round_to_total(exact: &[f64], total: u32) -> Vec<u32> {
+    let mut out: Vec<u32> = exact.iter().map(|x| x.max(0.0).floor() as u32).collect();
+    let assigned: u64 = out.iter().map(|&x| u64::from(x)).sum();
+    let mut left = u64::from(total).saturating_sub(assigned);
+    let mut order: Vec<usize> = (0..exact.len()).collect();
+    order.sort_by(|&a, &b| {
+        let ra = exact[a] - exact[a].floor();
+        let rb = exact[b] - exact[b].floor();
+        rb.total_cmp(&ra).then(a.cmp(&b))
+    });
+    for i in order.into_iter().cycle() {
+        if left == 0 || exact.is_empty() {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn shares_of_any_scale() {
+        assert_eq!(shares(&[500.0, 500.0]), vec![0.5, 0.5]);
+        assert_eq!(shares(&[1.0, 3.0]), vec![0.25, 0.75]);
+        assert_eq!(shares(&[0.0, 0.0]), vec![0.5, 0.5]);
+        assert_eq!(shares(&[f64::NAN, 1.0]), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn hysteresis_is_strict() {
+        assert!(!worth_writing(&[0.5, 0.5], &[0.51, 0.49], 0.01 + 1e-12));
+        assert!(worth_writing(&[0.5, 0.5], &[0.52, 0.48], 0.01));
+        assert!(!worth_writing(&[0.5, 0.5], &[0.5, 0.5], 0.0));
+        assert!(worth_writing(&[0.5, 0.5], &[0.3, 0.3, 0.4], 0.5));
+    }
+
+    #[test]
+    fn step_is_limited_and_direction_kept() {
+        // 50/50 → 90/10 with a 10-point step: 60/40.
+        assert_eq!(
+            limit_step(&[0.5, 0.5], &[900, 100], 1000, Some(0.1)),
+            vec![600, 400]
+        );
+        // Within reach: unchanged.
+        assert_eq!(
+            limit_step(&[0.5, 0.5], &[550, 450], 1000, Some(0.1)),
+            vec![550, 450]
+        );
+        // No limit: unchanged.
+        assert_eq!(
+            limit_step(&[0.5, 0.5], &[990, 10], 1000, None),
+            vec![990, 10]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn limited_steps_sum_to_total_and_stay_within_the_step(
+            raw in proptest::collection::vec(0.0f64..100.0, 1..6),
+            target_raw in proptest::collection::vec(1u32..1000, 1..6),
+            step in 0.01f64..1.0,
+        ) {
+            let n = raw.len().min(target_raw.len());
+            let current = shares(&raw[..n]);
+            let t = &target_raw[..n];
+            let sum: u32 = t.iter().sum();
+            // Integer target summing to 1000.
+            let mut proposed: Vec<u32> = t.iter().map(|&x| x * 1000 / sum).collect();
+            let missing = 1000 - proposed.iter().sum::<u32>();
+            proposed[0] += missing;
+            let out = limit_step(&current, &proposed, 1000, Some(step));
+            prop_assert_eq!(out.iter().sum::<u32>(), 1000);
+            for (o, c) in out.iter().zip(&current) {
+                prop_assert!((f64::from(*o) / 1000.0 - c).abs() <= step + 0.001 + 1e-9);
+            }
+        }
+    }
+}

@@ -1,0 +1,801 @@
+//! The I/O-free half of the control loop: every tick it plans which policies are due, builds
+//! one batched [`SignalRequest`] for all of them, and turns the [`Snapshot`] into per-policy
+//! [`Decision`]s: filter state update, L3 weights, safety limits, hysteresis, status and
+//! condition transitions. The benchmark drives exactly this; [`super::controller`] does the I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use super::crd::{BackendStatus, FINALIZER, LatencyPolicy, LatencyPolicyStatus, PolicySettings};
+use super::metrics::Metrics;
+use super::status::{self, CONFLICT, Cond, METRICS_AVAILABLE, READY, TARGET_FOUND, Transition};
+use super::trafficsplit::{self, ParsedSplit};
+use crate::algorithm::safety;
+use crate::source::{BackendKey, RequestGroup, SignalRequest, Snapshot};
+use crate::state::{BackendSample, SplitState};
+
+/// A policy's namespace and name.
+pub type Key = (String, String);
+
+/// Longest pause of a failing policy.
+pub const MAX_BACKOFF_SECS: f64 = 300.0;
+/// A policy counts as due this slightly early, so that a 1 s tick that fires a hair before
+/// the 5 s mark does not stretch the interval to 6 s.
+pub const DUE_SLACK_SECS: f64 = 0.5;
+
+/// Where the control loop finds TrafficSplits (a reflector store in production).
+pub trait SplitLookup: Send + Sync {
+    /// The split `name` in namespace `ns`, if it exists.
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>>;
+}
+
+/// A reflector store of TrafficSplits.
+#[derive(Clone)]
+pub struct StoreLookup {
+    /// The store.
+    pub store: Store<DynamicObject>,
+    /// The served TrafficSplit version.
+    pub resource: ApiResource,
+}
+
+impl SplitLookup for StoreLookup {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.store
+            .get(&ObjectRef::new_with(name, self.resource.clone()).within(ns))
+    }
+}
+
+impl SplitLookup for Vec<StoreLookup> {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.iter().find_map(|s| s.split(ns, name))
+    }
+}
+
+impl SplitLookup for HashMap<Key, Arc<DynamicObject>> {
+    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.get(&(ns.to_owned(), name.to_owned())).cloned()
+    }
+}
+
+/// A policy's key.
+pub fn key_of(p: &LatencyPolicy) -> Key {
+    (p.namespace().unwrap_or_default(), p.name_any())
+}
+
+/// Age order of policies: older first, then by name. The oldest policy on a split owns it.
+fn age(p: &LatencyPolicy) -> (Option<Time>, String) {
+    (p.meta().creation_timestamp.clone(), p.name_any())
+}
+
+/// The policy that owns a split: the oldest among the live (not deleting) policies targeting
+/// it, and `candidate` itself.
+pub fn owner<'a>(
+    policies: &'a [Arc<LatencyPolicy>],
+    candidate: &'a LatencyPolicy,
+) -> &'a LatencyPolicy {
+    let ns = candidate.namespace();
+    let target = &candidate.spec.target_ref.name;
+    policies
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|p| {
+            p.meta().deletion_timestamp.is_none()
+                && p.namespace() == ns
+                && &p.spec.target_ref.name == target
+        })
+        .chain(std::iter::once(candidate))
+        .min_by_key(|p| age(p))
+        .unwrap_or(candidate)
+}
+
+/// The resourceVersion a weights write was computed from, and the weights written.
+pub type LastWrite = (Option<String>, Vec<(String, u32)>);
+
+/// The policies that target `split` (same namespace, `targetRef.name` = its name): a change of
+/// the split triggers their reconcile.
+pub fn policies_for_split(
+    policies: &[Arc<LatencyPolicy>],
+    split: &DynamicObject,
+) -> Vec<ObjectRef<LatencyPolicy>> {
+    let ns = split.namespace();
+    let name = split.name_any();
+    policies
+        .iter()
+        .filter(|p| p.namespace() == ns && p.spec.target_ref.name == name)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+/// Per-policy memory of the loop.
+#[derive(Default)]
+struct Entry {
+    filters: Option<crate::state::FilterSettings>,
+    state: Option<SplitState>,
+    next_due: f64,
+    failures: u32,
+    interval: f64,
+    written: Option<LatencyPolicyStatus>,
+    last_weight_update: Option<Time>,
+    /// The resourceVersion a weights write was computed from, and the weights written: while
+    /// the store still shows that version, our write is the truth (no second write on a lag).
+    last_write: Option<LastWrite>,
+    /// The split as last parsed, by resourceVersion.
+    split_cache: Option<(String, Arc<ParsedSplit>)>,
+    last_conditions: Vec<(String, String)>,
+}
+
+/// What the plan decided for one policy.
+enum Work {
+    /// Conditions only: the policy is not acted on.
+    Refuse(Vec<Cond>),
+    /// Compute weights.
+    Run {
+        settings: Box<PolicySettings>,
+        split_name: String,
+        split: Arc<ParsedSplit>,
+        group: usize,
+    },
+}
+
+struct Item {
+    key: Key,
+    policy: Arc<LatencyPolicy>,
+    work: Work,
+}
+
+/// Policies due this tick and the batched request for their signals.
+pub struct Plan {
+    /// One group per (quantile, window).
+    pub request: SignalRequest,
+    items: Vec<Item>,
+}
+
+impl Plan {
+    /// Number of policies planned.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no policy is due.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A weights write the leader should make.
+#[derive(Debug, Clone)]
+pub struct WeightWrite {
+    /// Name of the TrafficSplit.
+    pub split_name: String,
+    /// The split as the weights were computed from.
+    pub split: ParsedSplit,
+    /// `service → weight` out of 1000.
+    pub weights: Vec<(String, u32)>,
+}
+
+/// The outcome of one cycle for one policy.
+pub struct Decision {
+    /// The policy.
+    pub key: Key,
+    /// The policy object (for Events).
+    pub policy: Arc<LatencyPolicy>,
+    /// Weights to write, if any.
+    pub write: Option<WeightWrite>,
+    /// Status as it should be (before a weights write sets `lastWeightUpdate`).
+    pub status: LatencyPolicyStatus,
+    /// Condition transitions to publish as Events.
+    pub transitions: Vec<Transition>,
+    /// Seconds until the policy is due again.
+    pub interval: f64,
+}
+
+/// The I/O-free part of the loop.
+pub struct Engine {
+    entries: HashMap<Key, Entry>,
+    metrics: Metrics,
+}
+
+impl Engine {
+    /// An engine reporting into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            entries: HashMap::new(),
+            metrics,
+        }
+    }
+
+    fn drop_series(metrics: &Metrics, key: &Key) {
+        metrics.backends.remove_policy(&key.0, &key.1);
+    }
+
+    /// Decide which policies are due at `now` (seconds since the epoch) and what to ask the
+    /// source for. Policies that are gone lose their state and metric series.
+    pub fn plan(
+        &mut self,
+        now: f64,
+        policies: &[Arc<LatencyPolicy>],
+        splits: &dyn SplitLookup,
+    ) -> Plan {
+        let live: Vec<&Arc<LatencyPolicy>> = policies
+            .iter()
+            .filter(|p| p.meta().deletion_timestamp.is_none())
+            .collect();
+        let keys: HashSet<Key> = live.iter().map(|p| key_of(p)).collect();
+        let metrics = &self.metrics;
+        self.entries.retain(|k, _| {
+            let keep = keys.contains(k);
+            if !keep {
+                Self::drop_series(metrics, k);
+            }
+            keep
+        });
+        // The oldest live policy per split wins it.
+        let mut winners: HashMap<(String, String), (Option<Time>, String)> = HashMap::new();
+        for p in &live {
+            let k = (
+                p.namespace().unwrap_or_default(),
+                p.spec.target_ref.name.clone(),
+            );
+            let a = age(p);
+            match winners.get(&k) {
+                Some(w) if *w <= a => {}
+                _ => {
+                    winners.insert(k, a);
+                }
+            }
+        }
+        let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut request = SignalRequest::default();
+        let mut items = Vec::new();
+        for p in live {
+            let key = key_of(p);
+            let entry = self.entries.entry(key.clone()).or_default();
+            if now + DUE_SLACK_SECS < entry.next_due {
+                continue;
+            }
+            let ns = key.0.clone();
+            let target = p.spec.target_ref.name.clone();
+            let settings = match p.spec.settings() {
+                Ok(s) => s,
+                Err(e) => {
+                    entry.interval = 5.0;
+                    entry.next_due = now + entry.interval;
+                    items.push(Item {
+                        key,
+                        policy: p.clone(),
+                        work: Work::Refuse(vec![Cond::new(
+                            READY,
+                            false,
+                            "InvalidSpec",
+                            e.to_string(),
+                        )]),
+                    });
+                    continue;
+                }
+            };
+            entry.interval = settings.interval_secs;
+            entry.next_due = now + settings.interval_secs;
+            let winner = winners
+                .get(&(ns.clone(), target.clone()))
+                .map(|w| w.1.clone())
+                .unwrap_or_default();
+            let refuse = |conds: Vec<Cond>| Item {
+                key: key.clone(),
+                policy: p.clone(),
+                work: Work::Refuse(conds),
+            };
+            if winner != key.1 {
+                let msg = format!(
+                    "TrafficSplit {target} is already tuned by the older LatencyPolicy {winner}"
+                );
+                items.push(refuse(vec![
+                    Cond::new(CONFLICT, true, "SplitClaimed", msg.clone()),
+                    Cond::new(READY, false, "Conflict", msg),
+                ]));
+                continue;
+            }
+            let no_conflict = Cond::new(
+                CONFLICT,
+                false,
+                "NoConflict",
+                "no other policy targets this split",
+            );
+            let Some(obj) = splits.split(&ns, &target) else {
+                let msg = format!("TrafficSplit {ns}/{target} not found");
+                items.push(refuse(vec![
+                    no_conflict,
+                    Cond::new(TARGET_FOUND, false, "NotFound", msg.clone()),
+                    Cond::new(READY, false, "TargetNotFound", msg),
+                ]));
+                continue;
+            };
+            // Parsing clones the backend list; a split that did not change is parsed once.
+            let rv = obj.metadata.resource_version.as_ref();
+            let cached = entry
+                .split_cache
+                .as_ref()
+                .filter(|(c, _)| rv == Some(c))
+                .map(|(_, s)| s.clone());
+            let parsed = match cached {
+                Some(s) => Ok(s),
+                None => trafficsplit::parse(&obj).map(Arc::new),
+            };
+            entry.split_cache = match (&parsed, rv) {
+                (Ok(s), Some(rv)) => Some((rv.clone(), s.clone())),
+                _ => None,
+            };
+            let split = match parsed {
+                Ok(s) if !s.backends.is_empty() => s,
+                Ok(_) => {
+                    items.push(refuse(vec![
+                        no_conflict,
+                        Cond::new(
+                            TARGET_FOUND,
+                            false,
+                            "InvalidTarget",
+                            "spec.backends is empty",
+                        ),
+                        Cond::new(READY, false, "InvalidTarget", "spec.backends is empty"),
+                    ]));
+                    continue;
+                }
+                Err(e) => {
+                    items.push(refuse(vec![
+                        no_conflict,
+                        Cond::new(TARGET_FOUND, false, "InvalidTarget", e.to_string()),
+                        Cond::new(READY, false, "InvalidTarget", e.to_string()),
+                    ]));
+                    continue;
+                }
+            };
+            let gk = (settings.quantile.to_bits(), settings.window_secs);
+            let group = *groups.entry(gk).or_insert_with(|| {
+                request.groups.push(RequestGroup {
+                    quantile: settings.quantile,
+                    window_secs: settings.window_secs,
+                    backends: Vec::new(),
+                });
+                request.groups.len() - 1
+            });
+            request.groups[group]
+                .backends
+                .extend(split.names().map(|s| BackendKey {
+                    namespace: ns.clone(),
+                    service: s.to_owned(),
+                }));
+            items.push(Item {
+                key,
+                policy: p.clone(),
+                work: Work::Run {
+                    settings: Box::new(settings),
+                    split_name: target,
+                    split,
+                    group,
+                },
+            });
+        }
+        Plan { request, items }
+    }
+
+    /// Turn the source's answer into decisions. `now` is used when the snapshot carries no
+    /// timestamp.
+    pub fn decide(&mut self, now: f64, plan: Plan, snapshot: &Snapshot) -> Vec<Decision> {
+        let t = if snapshot.timestamp > 0.0 {
+            snapshot.timestamp
+        } else {
+            now
+        };
+        let now_time = status::time(t);
+        let mut out = Vec::with_capacity(plan.items.len());
+        for item in plan.items {
+            let Some(entry) = self.entries.get_mut(&item.key) else {
+                continue;
+            };
+            let (conds, write, backends) = match item.work {
+                Work::Refuse(conds) => {
+                    entry.state = None;
+                    Self::drop_series(&self.metrics, &item.key);
+                    (conds, None, Vec::new())
+                }
+                Work::Run {
+                    settings,
+                    split_name,
+                    split,
+                    group,
+                } => run_one(
+                    &self.metrics,
+                    &item.key,
+                    entry,
+                    t,
+                    &settings,
+                    split_name,
+                    split,
+                    group,
+                    snapshot,
+                    &item.policy,
+                ),
+            };
+            let prev = entry
+                .written
+                .clone()
+                .or_else(|| item.policy.status.clone())
+                .unwrap_or_default();
+            let generation = item.policy.meta().generation;
+            let (conditions, transitions) =
+                status::merge_conditions(&prev.conditions, &conds, generation, &now_time);
+            entry.last_conditions = conditions
+                .iter()
+                .map(|c| (c.type_.clone(), c.status.clone()))
+                .collect();
+            let last_weight_update = entry
+                .last_weight_update
+                .clone()
+                .or(prev.last_weight_update.clone());
+            out.push(Decision {
+                key: item.key,
+                policy: item.policy,
+                write,
+                status: LatencyPolicyStatus {
+                    observed_generation: generation,
+                    conditions,
+                    last_weight_update,
+                    backends,
+                },
+                transitions,
+                interval: entry.interval,
+            });
+        }
+        out
+    }
+
+    /// The status last written for a policy, if any.
+    pub fn written(&self, key: &Key) -> Option<&LatencyPolicyStatus> {
+        self.entries.get(key).and_then(|e| e.written.as_ref())
+    }
+
+    /// Record what the leader did with a decision: a failure pauses the policy exponentially.
+    pub fn record(&mut self, key: &Key, now: f64, outcome: &Outcome) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        if let Some(w) = &outcome.written {
+            e.last_write = Some(w.clone());
+        }
+        if let Some(s) = &outcome.status_written {
+            e.written = Some(s.clone());
+            e.last_weight_update = s.last_weight_update.clone();
+        }
+        if outcome.failed {
+            e.failures = e.failures.saturating_add(1);
+            let pause = (e.interval * 2f64.powi(e.failures.min(16) as i32)).min(MAX_BACKOFF_SECS);
+            e.next_due = now + pause;
+        } else {
+            e.failures = 0;
+        }
+    }
+
+    /// Policies by condition type and status, for `l3_policies`.
+    pub fn condition_counts(&self) -> BTreeMap<(String, String), i64> {
+        let mut m = BTreeMap::new();
+        for e in self.entries.values() {
+            for c in &e.last_conditions {
+                *m.entry(c.clone()).or_insert(0) += 1;
+            }
+        }
+        m
+    }
+
+    /// Approximate bytes of per-policy state held by the engine (for the benchmark).
+    pub fn state_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, e)| {
+                std::mem::size_of::<(Key, Entry)>()
+                    + k.0.capacity()
+                    + k.1.capacity()
+                    + e.state.as_ref().map_or(0, |s| {
+                        s.backends()
+                            .map(|(n, _)| {
+                                n.len()
+                                    + std::mem::size_of::<crate::state::BackendState>()
+                                    + std::mem::size_of::<String>()
+                                    + 64
+                            })
+                            .sum::<usize>()
+                            + std::mem::size_of::<SplitState>()
+                    })
+                    + e.written.as_ref().map_or(0, status_bytes)
+            })
+            .sum()
+    }
+}
+
+fn status_bytes(s: &LatencyPolicyStatus) -> usize {
+    std::mem::size_of::<LatencyPolicyStatus>()
+        + s.conditions
+            .iter()
+            .map(|c| {
+                std::mem::size_of_val(c)
+                    + c.message.len()
+                    + c.reason.len()
+                    + c.type_.len()
+                    + c.status.len()
+            })
+            .sum::<usize>()
+        + s.backends
+            .iter()
+            .map(|b| std::mem::size_of::<BackendStatus>() + b.service.len())
+            .sum::<usize>()
+}
+
+/// One policy's computation.
+#[allow(clippy::too_many_arguments)]
+fn run_one(
+    metrics: &Metrics,
+    key: &Key,
+    entry: &mut Entry,
+    t: f64,
+    settings: &PolicySettings,
+    split_name: String,
+    split: Arc<ParsedSplit>,
+    group: usize,
+    snapshot: &Snapshot,
+    policy: &LatencyPolicy,
+) -> (Vec<Cond>, Option<WeightWrite>, Vec<BackendStatus>) {
+    let ns = &key.0;
+    if entry.state.is_none() || entry.filters != Some(settings.filters) {
+        entry.state = SplitState::new(settings.filters).ok();
+        entry.filters = Some(settings.filters);
+    }
+    let found = Cond::new(
+        TARGET_FOUND,
+        true,
+        "Found",
+        format!(
+            "TrafficSplit {split_name} has {} backends",
+            split.backends.len()
+        ),
+    );
+    let no_conflict = Cond::new(
+        CONFLICT,
+        false,
+        "NoConflict",
+        "no other policy targets this split",
+    );
+    let Some(state) = entry.state.as_mut() else {
+        // Unreachable after validation, but never panic on user data.
+        return (
+            vec![
+                found,
+                no_conflict,
+                Cond::new(READY, false, "InvalidSpec", "filter settings are invalid"),
+            ],
+            None,
+            Vec::new(),
+        );
+    };
+    // Dropped backends lose their series when this policy's list is replaced below.
+    let _dropped = state.sync_backends(split.names());
+    let errors: Vec<_> = snapshot
+        .errors
+        .iter()
+        .filter(|e| e.group == group)
+        .collect();
+    let answers = snapshot.groups.get(group);
+    let names: Vec<String> = state.backends().map(|(n, _)| n.to_owned()).collect();
+    let ours = entry
+        .last_write
+        .as_ref()
+        .filter(|(rv, _)| rv.is_some() && *rv == split.resource_version)
+        .map(|(_, w)| w);
+    let current_raw: Vec<f64> = names
+        .iter()
+        .map(|n| match ours {
+            Some(w) => w
+                .iter()
+                .find(|(s, _)| s == n)
+                .map_or(0.0, |(_, w)| f64::from(*w)),
+            None => split
+                .backends
+                .iter()
+                .find(|b| &b.service == n)
+                .map_or(0.0, |b| b.weight),
+        })
+        .collect();
+    let current = safety::shares(&current_raw);
+    let total = settings.pipeline.total_weight;
+    let mut conds = vec![found, no_conflict];
+    let mut write = None;
+    let weights: Vec<u32> = match (errors.first(), answers) {
+        (None, Some(answers)) => {
+            let samples: BTreeMap<String, BackendSample> = names
+                .iter()
+                .map(|n| {
+                    let k = BackendKey {
+                        namespace: ns.clone(),
+                        service: n.clone(),
+                    };
+                    (
+                        n.clone(),
+                        answers.get(&k).map(|s| s.to_sample()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            conds.push(Cond::new(
+                METRICS_AVAILABLE,
+                true,
+                "QueriesSucceeded",
+                "the last Prometheus queries succeeded",
+            ));
+            match state.step_l3(t, &samples, &settings.pipeline) {
+                Ok((proposed, rejected)) => {
+                    for (backend, r) in &rejected {
+                        tracing::debug!(namespace = %ns, policy = %key.1, %backend, signal = r.signal.as_str(), error = %r.error, "sample refused");
+                    }
+                    let limited =
+                        safety::limit_step(&current, &proposed, total, settings.max_share_step);
+                    let limited_shares: Vec<f64> = limited
+                        .iter()
+                        .map(|&w| f64::from(w) / f64::from(total))
+                        .collect();
+                    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+                    if settings.dry_run {
+                        conds.push(Cond::new(
+                            READY,
+                            true,
+                            "DryRun",
+                            "weights are computed and reported, never written",
+                        ));
+                    } else {
+                        conds.push(Cond::new(
+                            READY,
+                            true,
+                            "WeightsComputed",
+                            "weights are computed every interval",
+                        ));
+                        if has_finalizer
+                            && safety::worth_writing(&current, &limited_shares, settings.hysteresis)
+                        {
+                            write = Some(WeightWrite {
+                                split_name,
+                                split: (*split).clone(),
+                                weights: names
+                                    .iter()
+                                    .cloned()
+                                    .zip(limited.iter().copied())
+                                    .collect(),
+                            });
+                        }
+                    }
+                    limited
+                }
+                Err(e) => {
+                    conds.push(Cond::new(READY, false, "InvalidSpec", e.to_string()));
+                    current
+                        .iter()
+                        .map(|s| (s * f64::from(total)).round() as u32)
+                        .collect()
+                }
+            }
+        }
+        (first, _) => {
+            // Keep the current weights; the filters decay toward their defaults.
+            let refused = state.update(t, &BTreeMap::new());
+            if !refused.is_empty() {
+                tracing::debug!(namespace = %ns, policy = %key.1, refused = refused.len(), "decay refused (out-of-order time)");
+            }
+            let why = first.map_or_else(
+                || "no answer for this policy's query group".to_owned(),
+                |e| format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
+            );
+            conds.push(Cond::new(
+                METRICS_AVAILABLE,
+                false,
+                "QueryFailed",
+                why.clone(),
+            ));
+            conds.push(Cond::new(
+                READY,
+                false,
+                "MetricsUnavailable",
+                format!("keeping the current weights: {why}"),
+            ));
+            current
+                .iter()
+                .map(|s| (s * f64::from(total)).round() as u32)
+                .collect()
+        }
+    };
+    let mut backends = Vec::with_capacity(names.len());
+    let mut series = Vec::with_capacity(names.len());
+    for ((name, b), w) in state.backends().zip(&weights) {
+        let s = b.signals();
+        let share = f64::from(*w) / f64::from(total);
+        series.push((
+            name.to_owned(),
+            [
+                f64::from(*w),
+                share,
+                s.latency_secs,
+                s.success_rate,
+                s.rps,
+                s.inflight,
+            ],
+        ));
+        backends.push(BackendStatus {
+            service: name.to_owned(),
+            weight: *w,
+            share: status::round(share, 4),
+            latency_seconds: status::round(s.latency_secs, 4),
+            success_rate: status::round(s.success_rate, 4),
+            requests_per_second: status::round(s.rps, 2),
+            inflight: status::round(s.inflight, 2),
+            last_sample_time: b.last_sample().map(status::time),
+        });
+    }
+    metrics.backends.set_policy(ns, &key.1, series);
+    (conds, write, backends)
+}
+
+/// What the leader did with one decision.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The status now on the object, if it was written.
+    pub status_written: Option<LatencyPolicyStatus>,
+    /// Whether a weights write happened.
+    pub weights_written: bool,
+    /// The resourceVersion the written weights were computed from, and the weights.
+    pub written: Option<LastWrite>,
+    /// Whether a write failed (the policy backs off).
+    pub failed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::LatencyPolicySpec;
+    use crate::operator::trafficsplit::SplitVersion;
+
+    fn p(ns: &str, name: &str, target: &str, created: i64) -> Arc<LatencyPolicy> {
+        let mut p = LatencyPolicy::new(name, LatencyPolicySpec::for_split(target));
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.creation_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+        ));
+        Arc::new(p)
+    }
+
+    #[test]
+    fn split_changes_map_to_the_policies_that_target_them() {
+        let ps = vec![
+            p("a", "one", "web", 0),
+            p("a", "two", "api", 0),
+            p("b", "three", "web", 0),
+        ];
+        let split = trafficsplit::object(SplitVersion::V1alpha1, "a", "web", &[]);
+        let refs = policies_for_split(&ps, &split);
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].name, "one");
+        assert_eq!(refs[0].namespace.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn the_oldest_live_policy_owns_a_split() {
+        let old = p("a", "old", "web", 0);
+        let new = p("a", "new", "web", 10);
+        let ps = vec![new.clone(), old.clone()];
+        assert_eq!(owner(&ps, &new).name_any(), "old");
+        assert_eq!(owner(&ps, &old).name_any(), "old");
+        // A deleting owner still owns the split for its own cleanup, but not for the others.
+        let mut gone = (*old).clone();
+        gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let ps = vec![new.clone(), Arc::new(gone.clone())];
+        assert_eq!(owner(&ps, &gone).name_any(), "old");
+        assert_eq!(owner(&ps, &new).name_any(), "new");
+    }
+}
