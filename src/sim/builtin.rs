@@ -9,11 +9,26 @@ pub const BUILTINS: [(&str, &str); 8] = [
         "hotel-reservation",
         include_str!("../../scenarios/hotel-reservation.yaml"),
     ),
-    ("scenario-1", include_str!("../../scenarios/scenario-1.yaml")),
-    ("scenario-2", include_str!("../../scenarios/scenario-2.yaml")),
-    ("scenario-3", include_str!("../../scenarios/scenario-3.yaml")),
-    ("scenario-4", include_str!("../../scenarios/scenario-4.yaml")),
-    ("scenario-5", include_str!("../../scenarios/scenario-5.yaml")),
+    (
+        "scenario-1",
+        include_str!("../../scenarios/scenario-1.yaml"),
+    ),
+    (
+        "scenario-2",
+        include_str!("../../scenarios/scenario-2.yaml"),
+    ),
+    (
+        "scenario-3",
+        include_str!("../../scenarios/scenario-3.yaml"),
+    ),
+    (
+        "scenario-4",
+        include_str!("../../scenarios/scenario-4.yaml"),
+    ),
+    (
+        "scenario-5",
+        include_str!("../../scenarios/scenario-5.yaml"),
+    ),
     ("failure-1", include_str!("../../scenarios/failure-1.yaml")),
     ("failure-2", include_str!("../../scenarios/failure-2.yaml")),
 ];

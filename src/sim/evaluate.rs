@@ -218,7 +218,9 @@ pub fn markdown(policies: &[PolicyKind], seeds: &[u64], duration: Option<f64>) -
         let cell = |s: Option<Spread>| s.map_or("-".to_owned(), |s| s.pct());
         let l3_rr = spread_of(r, |x| change_vs(x, PolicyKind::L3, PolicyKind::RoundRobin));
         let l3_c3 = spread_of(r, |x| change_vs(x, PolicyKind::L3, PolicyKind::C3));
-        let peak_rr = spread_of(r, |x| change_vs(x, PolicyKind::L3Peak, PolicyKind::RoundRobin));
+        let peak_rr = spread_of(r, |x| {
+            change_vs(x, PolicyKind::L3Peak, PolicyKind::RoundRobin)
+        });
         let below = l3_rr.map_or("-".to_owned(), |s| {
             if s.max < 0.0 { "yes" } else { "**no**" }.to_owned()
         });

@@ -250,10 +250,11 @@ pub fn run_policies(
 pub fn main(args: &SimulateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let write_out = |out: &mut std::io::StdoutLock, text: &str| {
-        out.write_all(text.as_bytes()).map_err(|source| Error::Write {
-            path: "stdout".into(),
-            source,
-        })
+        out.write_all(text.as_bytes())
+            .map_err(|source| Error::Write {
+                path: "stdout".into(),
+                source,
+            })
     };
     if args.list {
         return write_out(&mut stdout, &builtin::list()?);

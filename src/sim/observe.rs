@@ -41,7 +41,7 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
     let Some(&(last_le, total)) = buckets.last() else {
         return f64::NAN;
     };
-    if last_le != f64::INFINITY || buckets.len() < 2 || !(total > 0.0) {
+    if last_le != f64::INFINITY || buckets.len() < 2 || total.is_nan() || total <= 0.0 {
         return f64::NAN;
     }
     // Counts computed from rates can dip by rounding; Prometheus forces monotonicity.
@@ -105,7 +105,11 @@ pub fn extrapolated_rate(samples: &[(f64, f64)], range_start: f64, range_end: f6
     } else {
         avg / 2.0
     };
-    extrapolate_to += if to_end < threshold { to_end } else { avg / 2.0 };
+    extrapolate_to += if to_end < threshold {
+        to_end
+    } else {
+        avg / 2.0
+    };
     Some(increase * (extrapolate_to / sampled) / (range_end - range_start))
 }
 

@@ -93,7 +93,11 @@ impl Names {
     }
 
     fn samples(&self, samples: &[BackendSample]) -> BTreeMap<String, BackendSample> {
-        self.names.iter().cloned().zip(samples.iter().copied()).collect()
+        self.names
+            .iter()
+            .cloned()
+            .zip(samples.iter().copied())
+            .collect()
     }
 
     fn to_scenario_order(&self, sorted: &[u32]) -> Vec<u32> {

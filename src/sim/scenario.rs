@@ -222,10 +222,9 @@ impl Scenario {
             check(!b.name.is_empty(), || {
                 format!("{p}.name: expected a non-empty string")
             })?;
-            check(
-                !self.backends[..i].iter().any(|o| o.name == b.name),
-                || format!("{p}.name: duplicate backend name {:?}", b.name),
-            )?;
+            check(!self.backends[..i].iter().any(|o| o.name == b.name), || {
+                format!("{p}.name: duplicate backend name {:?}", b.name)
+            })?;
             check(self.cluster_index(&b.cluster).is_some(), || {
                 format!(
                     "{p}.cluster: is {:?}, expected one of {:?}",
@@ -236,7 +235,10 @@ impl Scenario {
                 format!("{p}.replicas: is {}, expected 1 to 1000", b.replicas)
             })?;
             check(b.concurrency >= 1 && b.concurrency <= 100_000, || {
-                format!("{p}.concurrency: is {}, expected 1 to 100000", b.concurrency)
+                format!(
+                    "{p}.concurrency: is {}, expected 1 to 100000",
+                    b.concurrency
+                )
             })?;
             series(
                 &b.p50_ms,
@@ -260,7 +262,10 @@ impl Scenario {
                 "a probability in [0, 1]",
             )?;
             check(b.tail_cap.is_finite() && b.tail_cap >= 1.0, || {
-                format!("{p}.tail_cap: is {}, expected a finite number >= 1", b.tail_cap)
+                format!(
+                    "{p}.tail_cap: is {}, expected a finite number >= 1",
+                    b.tail_cap
+                )
             })?;
             if let Some(f) = b.failure_latency_ms {
                 check(f.is_finite() && f >= 0.0, || {

@@ -71,7 +71,10 @@ impl Series {
 
     /// The smallest value the series takes.
     pub fn min(&self) -> f64 {
-        self.points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min)
+        self.points
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
     }
 
     /// Checks the shape (non-empty, finite, strictly increasing times) and that every value lies
