@@ -113,3 +113,54 @@ fn l3_moves_traffic_away_from_a_slow_backend() {
         "slow backend kept {slow_share:.2} of the traffic"
     );
 }
+
+#[test]
+fn retries_raise_the_success_rate_and_add_latency() {
+    let sc = |retries: u32| {
+        Scenario::from_yaml(
+            &format!(
+                r#"
+name: retry
+duration: 200
+warmup: 0
+clusters: [a]
+rtt_ms: [[2]]
+clients: [{{name: c, cluster: a, rps: 100, max_retries: {retries}}}]
+backends:
+  - {{name: x, cluster: a, concurrency: 50, p50_ms: 10, p99_ms: 10, success: 0.5, failure_latency_ms: 1}}
+"#
+            ),
+            "retry",
+        )
+        .unwrap()
+    };
+    let none = run(&sc(0), PolicyKind::RoundRobin, 9, None, &mut |_| {}).unwrap();
+    let two = run(&sc(2), PolicyKind::RoundRobin, 9, None, &mut |_| {}).unwrap();
+    // Three tries at 50 %: 1 - 0.5^3 = 87.5 % succeed.
+    assert!(
+        (none.success_rate() - 0.5).abs() < 0.02,
+        "{}",
+        none.success_rate()
+    );
+    assert!(
+        (two.success_rate() - 0.875).abs() < 0.02,
+        "{}",
+        two.success_rate()
+    );
+    assert_eq!(
+        none.requests(),
+        two.requests(),
+        "a retried request counts once"
+    );
+    // A success after one failure costs a failed try (2 ms RTT + 1 ms) plus a successful one.
+    assert!(
+        (none.quantile_ms(0.99) - 12.0).abs() < 1e-9,
+        "{}",
+        none.quantile_ms(0.99)
+    );
+    assert!(
+        (two.quantile_ms(0.99) - 18.0).abs() < 1e-9,
+        "{}",
+        two.quantile_ms(0.99)
+    );
+}

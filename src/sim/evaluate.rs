@@ -131,6 +131,8 @@ pub fn run_all(
     type Slot = Option<Result<Vec<RunResult>>>;
     let slots: Vec<Mutex<Slot>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let progress = Mutex::new(super::Progress::new());
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(jobs.len());
@@ -147,10 +149,17 @@ pub fn run_all(
                     if let Ok(mut slot) = slots[j].lock() {
                         *slot = Some(res);
                     }
+                    let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if let Ok(mut p) = progress.lock() {
+                        p.update("the evaluation", finished as f64 / jobs.len() as f64);
+                    }
                 }
             });
         }
     });
+    if let Ok(mut p) = progress.lock() {
+        p.finish();
+    }
     let mut results: Vec<ScenarioResults> = scenarios
         .into_iter()
         .map(|scenario| ScenarioResults {

@@ -10,7 +10,7 @@ const W: f64 = 900.0;
 const PANEL_H: f64 = 180.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 160.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 56.0;
 const GAP: f64 = 50.0;
 const COLOURS: [&str; 9] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f",
