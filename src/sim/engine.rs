@@ -14,6 +14,9 @@ use super::rng::Rng;
 use super::scenario::Scenario;
 use crate::algorithm::c3::Z_P99;
 
+/// Longest measured run, seconds (30 days): bounds the memory of the over-time series.
+pub const MAX_DURATION_SECS: f64 = 30.0 * 86_400.0;
+
 /// Width of the windows of the over-time series (p99, shares), seconds.
 pub const TIMELINE_WINDOW_SECS: f64 = 10.0;
 
@@ -165,7 +168,17 @@ pub fn run(
     duration: Option<f64>,
     progress: &mut dyn FnMut(f64),
 ) -> Result<RunResult> {
+    // Fields are public, so a scenario built in code may never have been validated.
+    sc.validate()?;
     let duration = duration.unwrap_or(sc.duration);
+    if !(duration.is_finite() && duration > 0.0 && duration <= MAX_DURATION_SECS) {
+        return Err(super::Error::Flag {
+            flag: "--duration",
+            message: format!(
+                "is {duration} s, expected more than 0 and at most {MAX_DURATION_SECS} s"
+            ),
+        });
+    }
     let names: Vec<String> = sc.backends.iter().map(|b| b.name.clone()).collect();
     let nb = sc.backends.len();
     let backends = sc

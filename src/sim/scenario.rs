@@ -148,6 +148,13 @@ impl Scenario {
             "name: expected a non-empty string".into()
         })?;
         positive("duration", self.duration)?;
+        check(self.duration <= super::engine::MAX_DURATION_SECS, || {
+            format!(
+                "duration: is {} s, expected at most {} s",
+                self.duration,
+                super::engine::MAX_DURATION_SECS
+            )
+        })?;
         check(self.warmup.is_finite() && self.warmup >= 0.0, || {
             format!(
                 "warmup: is {}, expected a finite number of seconds >= 0",
