@@ -44,3 +44,14 @@ test: tools
 .PHONY: crds
 crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
 	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml
+
+# --- sim (l3 simulate) ---
+.PHONY: demo evaluate
+
+demo: ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
+	$(CARGO) run --locked --release --quiet -- simulate --scenario hotel-reservation
+
+evaluate: ## Every built-in scenario x every policy x 3 seeds -> docs/evaluation.md (the sim bench runs in `make bench`)
+	$(CARGO) build --locked --release --quiet
+	time $(CARGO) run --locked --release --quiet -- simulate --evaluate --seeds 3 > docs/evaluation.md.tmp
+	mv docs/evaluation.md.tmp docs/evaluation.md

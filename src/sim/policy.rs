@@ -1,0 +1,178 @@
+//! Load-balancing policies the simulator compares. Each turns one control tick's per-backend
+//! samples into TrafficSplit weights, through the operator's own state and algorithm code.
+//!
+//! New variants implement [`Policy`] and get a name in [`PolicyKind`].
+
+use std::collections::BTreeMap;
+
+use crate::algorithm::{self, DEFAULT_MIN_SHARE, DEFAULT_TOTAL_WEIGHT, FilterKind, PipelineConfig};
+use crate::state::{BackendSample, BackendState, FilterSettings, SplitState};
+
+use super::{Error, Result};
+
+/// A load-balancing policy for one TrafficSplit.
+pub trait Policy {
+    /// Weights for the backends (in scenario order) from this tick's samples taken at `t`.
+    fn weights(&mut self, t: f64, samples: &[BackendSample]) -> Result<Vec<u32>>;
+}
+
+/// The policies `l3 simulate` knows, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    /// Equal weights: Linkerd's behaviour without a latency-aware split.
+    RoundRobin,
+    /// The paper's adapted C3 (`algorithm::c3`), EWMA-filtered signals.
+    C3,
+    /// L3 with the paper's defaults and EWMA filters.
+    L3,
+    /// L3 with PeakEWMA filters (paper §5.2.2).
+    L3Peak,
+}
+
+impl PolicyKind {
+    /// Every policy, in report order.
+    pub const ALL: [PolicyKind; 4] = [Self::RoundRobin, Self::C3, Self::L3, Self::L3Peak];
+
+    /// The command-line and report name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "rr",
+            Self::C3 => "c3",
+            Self::L3 => "l3",
+            Self::L3Peak => "l3-peak",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| Error::UnknownPolicy(s.to_owned()))
+    }
+
+    /// A fresh policy for the given backend names (scenario order).
+    pub fn build(self, backends: &[String]) -> Result<Box<dyn Policy + Send>> {
+        Ok(match self {
+            Self::RoundRobin => Box::new(RoundRobin { n: backends.len() }),
+            Self::C3 => Box::new(C3::new(backends)?),
+            Self::L3 => Box::new(L3::new(backends, FilterKind::Ewma)?),
+            Self::L3Peak => Box::new(L3::new(backends, FilterKind::PeakEwma)?),
+        })
+    }
+}
+
+/// Equal weights.
+#[derive(Debug)]
+pub struct RoundRobin {
+    n: usize,
+}
+
+impl Policy for RoundRobin {
+    fn weights(&mut self, _t: f64, _samples: &[BackendSample]) -> Result<Vec<u32>> {
+        Ok(vec![1; self.n])
+    }
+}
+
+/// Maps between scenario order and the state's name order (a `BTreeMap`).
+#[derive(Debug)]
+struct Names {
+    names: Vec<String>,
+    /// `sorted_to_scenario[k]` = scenario index of the k-th backend in name order.
+    sorted_to_scenario: Vec<usize>,
+}
+
+impl Names {
+    fn new(backends: &[String]) -> Self {
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        order.sort_by(|&a, &b| backends[a].cmp(&backends[b]));
+        Self {
+            names: backends.to_vec(),
+            sorted_to_scenario: order,
+        }
+    }
+
+    fn samples(&self, samples: &[BackendSample]) -> BTreeMap<String, BackendSample> {
+        self.names
+            .iter()
+            .cloned()
+            .zip(samples.iter().copied())
+            .collect()
+    }
+
+    fn to_scenario_order(&self, sorted: &[u32]) -> Vec<u32> {
+        let mut out = vec![0; sorted.len()];
+        for (k, &w) in sorted.iter().enumerate() {
+            out[self.sorted_to_scenario[k]] = w;
+        }
+        out
+    }
+}
+
+/// L3: `SplitState::step_l3` with the paper's defaults.
+#[derive(Debug)]
+pub struct L3 {
+    names: Names,
+    state: SplitState,
+    cfg: PipelineConfig,
+}
+
+impl L3 {
+    /// L3 over the given backends with the given filter kind and the paper's half-lives.
+    pub fn new(backends: &[String], kind: FilterKind) -> Result<Self> {
+        let mut state = SplitState::new(FilterSettings {
+            kind,
+            ..FilterSettings::default()
+        })?;
+        state.sync_backends(backends.iter().map(String::as_str));
+        let cfg = PipelineConfig::default();
+        cfg.validate(backends.len())?;
+        Ok(Self {
+            names: Names::new(backends),
+            state,
+            cfg,
+        })
+    }
+}
+
+impl Policy for L3 {
+    fn weights(&mut self, t: f64, samples: &[BackendSample]) -> Result<Vec<u32>> {
+        let map = self.names.samples(samples);
+        let (w, _rejected) = self.state.step_l3(t, &map, &self.cfg)?;
+        Ok(self.names.to_scenario_order(&w))
+    }
+}
+
+/// The adapted C3 over EWMA-filtered p50, p99, RPS and in-flight.
+#[derive(Debug)]
+pub struct C3 {
+    names: Names,
+    state: SplitState,
+}
+
+impl C3 {
+    /// C3 over the given backends.
+    pub fn new(backends: &[String]) -> Result<Self> {
+        let mut state = SplitState::new(FilterSettings::default())?;
+        state.sync_backends(backends.iter().map(String::as_str));
+        algorithm::normalise::validate(backends.len(), DEFAULT_TOTAL_WEIGHT, DEFAULT_MIN_SHARE)?;
+        Ok(Self {
+            names: Names::new(backends),
+            state,
+        })
+    }
+}
+
+impl Policy for C3 {
+    fn weights(&mut self, t: f64, samples: &[BackendSample]) -> Result<Vec<u32>> {
+        let map = self.names.samples(samples);
+        self.state.update(t, &map);
+        let signals: Vec<_> = self
+            .state
+            .backends()
+            .map(|(_, b)| BackendState::c3_signals(b))
+            .collect();
+        let w = algorithm::c3_weights(&signals, DEFAULT_TOTAL_WEIGHT, DEFAULT_MIN_SHARE)?;
+        Ok(self.names.to_scenario_order(&w))
+    }
+}
