@@ -59,4 +59,4 @@ e2e: ## Real-cluster end-to-end test (Docker + kind; exit 3 when they are missin
 
 shellcheck: ## shellcheck every shell script
 	@command -v shellcheck >/dev/null || { echo "shellcheck: not installed (Debian package shellcheck; .ci/run installs it)" >&2; exit 1; }
-	shellcheck $(SHELL_SCRIPTS)
+	shellcheck --external-sources $(SHELL_SCRIPTS)

@@ -534,3 +534,29 @@ fn chart_crds_match_generated_crds() {
         );
     }
 }
+
+/// Keys of values.yaml that neither appear in charts/l3/README.md nor have an ancestor there.
+fn undocumented(path: &str, value: &Value, readme: &str, out: &mut Vec<String>) {
+    if !path.is_empty() && readme.contains(&format!("| `{path}` |")) {
+        return;
+    }
+    match value.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                undocumented(&child, v, readme, out);
+            }
+        }
+        _ => out.push(path.to_string()),
+    }
+}
+
+#[test]
+fn every_value_is_in_the_readme_table() {
+    let values = std::fs::read_to_string(root().join("charts/l3/values.yaml")).expect("values.yaml");
+    let values: Value = serde_yaml::from_str(&values).expect("values.yaml parses");
+    let readme = std::fs::read_to_string(root().join("charts/l3/README.md")).expect("README.md");
+    let mut missing = Vec::new();
+    undocumented("", &values, &readme, &mut missing);
+    assert!(missing.is_empty(), "values missing from charts/l3/README.md's table: {missing:?}");
+}
