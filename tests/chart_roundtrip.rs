@@ -182,13 +182,19 @@ fn check_prometheus_rule(doc: &Value) -> Result<(), String> {
     let rule_fields = ["alert", "expr", "for", "labels", "annotations"];
     let mut alerts = Vec::new();
     for g in groups {
-        let rules = g.get("rules").and_then(Value::as_array).ok_or("group without rules")?;
+        let rules = g
+            .get("rules")
+            .and_then(Value::as_array)
+            .ok_or("group without rules")?;
         for r in rules {
             let r = r.as_object().ok_or("rule is not a map")?;
             if let Some(k) = r.keys().find(|k| !rule_fields.contains(&k.as_str())) {
                 return Err(format!("unexpected rule field {k}"));
             }
-            let alert = r.get("alert").and_then(Value::as_str).ok_or("rule without alert")?;
+            let alert = r
+                .get("alert")
+                .and_then(Value::as_str)
+                .ok_or("rule without alert")?;
             let expr = r.get("expr").and_then(Value::as_str).unwrap_or("");
             if !expr.contains("l3_") {
                 return Err(format!("{alert}: expr does not use an l3_ metric: {expr}"));
@@ -211,9 +217,17 @@ fn check_all(docs: &[Value]) {
     assert!(!docs.is_empty(), "the chart rendered nothing");
     let failures: Vec<String> = docs
         .iter()
-        .filter_map(|d| check_manifest(d).err().map(|e| format!("{}:\n  {e}", ident(d))))
+        .filter_map(|d| {
+            check_manifest(d)
+                .err()
+                .map(|e| format!("{}:\n  {e}", ident(d)))
+        })
         .collect();
-    assert!(failures.is_empty(), "manifests that do not round-trip:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "manifests that do not round-trip:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn kinds(docs: &[Value]) -> BTreeMap<String, usize> {
@@ -226,7 +240,12 @@ fn kinds(docs: &[Value]) -> BTreeMap<String, usize> {
 
 fn one<T: DeserializeOwned>(docs: &[Value], kind: &str) -> T {
     let found: Vec<&Value> = docs.iter().filter(|d| str_at(d, "/kind") == kind).collect();
-    assert_eq!(found.len(), 1, "expected exactly one {kind}, found {}", found.len());
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, found {}",
+        found.len()
+    );
     serde_json::from_value(found[0].clone()).expect("typed parse (checked by check_all)")
 }
 
@@ -249,7 +268,10 @@ fn default_values_round_trip() {
         assert!(k.contains_key(kind), "default render lacks a {kind}: {k:?}");
     }
     for optional in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
-        assert!(!k.contains_key(optional), "{optional} must be off by default: {k:?}");
+        assert!(
+            !k.contains_key(optional),
+            "{optional} must be off by default: {k:?}"
+        );
     }
 }
 
@@ -259,7 +281,11 @@ fn all_features_round_trip() {
     check_all(&docs);
     let k = kinds(&docs);
     for kind in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
-        assert_eq!(k.get(kind), Some(&1), "all-features render lacks a {kind}: {k:?}");
+        assert_eq!(
+            k.get(kind),
+            Some(&1),
+            "all-features render lacks a {kind}: {k:?}"
+        );
     }
     // watchNamespaces: [team-a, team-b] binds the ClusterRole per namespace, not cluster-wide.
     assert!(!k.contains_key("ClusterRoleBinding"), "{k:?}");
@@ -283,7 +309,10 @@ fn the_round_trip_catches_a_misspelt_field() {
     dep.pointer_mut("/spec/template/spec/containers/0")
         .and_then(Value::as_object_mut)
         .expect("a container")
-        .insert("readinesProbe".into(), serde_json::json!({"httpGet": {"path": "/readyz"}}));
+        .insert(
+            "readinesProbe".into(),
+            serde_json::json!({"httpGet": {"path": "/readyz"}}),
+        );
     let err = check_manifest(dep).expect_err("a misspelt field must be reported");
     assert!(err.contains("readinesProbe"), "{err}");
 }
@@ -300,25 +329,40 @@ fn deployment_is_ha_hardened_and_probed() {
         .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
         .unwrap_or_default();
     assert_eq!(anti.len(), 1, "one preferred anti-affinity term");
-    assert_eq!(anti[0].pod_affinity_term.topology_key, "kubernetes.io/hostname");
+    assert_eq!(
+        anti[0].pod_affinity_term.topology_key,
+        "kubernetes.io/hostname"
+    );
 
     let psc = pod.security_context.expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true));
-    assert_eq!(psc.seccomp_profile.map(|s| s.type_), Some("RuntimeDefault".into()));
+    assert_eq!(
+        psc.seccomp_profile.map(|s| s.type_),
+        Some("RuntimeDefault".into())
+    );
 
     assert_eq!(pod.containers.len(), 1);
     let c = &pod.containers[0];
-    let sc = c.security_context.clone().expect("container securityContext");
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container securityContext");
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".into()]));
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".into()])
+    );
     assert_eq!(
         sc.seccomp_profile.map(|s| s.type_),
         Some("RuntimeDefault".into())
     );
     let res = c.resources.clone().expect("resources");
-    assert!(res.requests.is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
+    assert!(
+        res.requests
+            .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory"))
+    );
     assert!(res.limits.is_some_and(|l| l.contains_key("memory")));
 
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
@@ -328,8 +372,14 @@ fn deployment_is_ha_hardened_and_probed() {
     };
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let probes = IntOrString::String("probes".into());
-    assert_eq!(probe_path(&c.liveness_probe), Some(("/healthz".into(), probes.clone())));
-    assert_eq!(probe_path(&c.readiness_probe), Some(("/readyz".into(), probes)));
+    assert_eq!(
+        probe_path(&c.liveness_probe),
+        Some(("/healthz".into(), probes.clone()))
+    );
+    assert_eq!(
+        probe_path(&c.readiness_probe),
+        Some(("/readyz".into(), probes))
+    );
     let ports: Vec<(String, i32)> = c
         .ports
         .iter()
@@ -348,7 +398,10 @@ fn deployment_is_ha_hardened_and_probed() {
         "--log-format=json",
         "--prometheus-url=http://prometheus.linkerd-viz.svc.cluster.local:9090",
     ] {
-        assert!(args.iter().any(|a| a == want), "missing arg {want}: {args:?}");
+        assert!(
+            args.iter().any(|a| a == want),
+            "missing arg {want}: {args:?}"
+        );
     }
 
     let pdb: PodDisruptionBudget = one(&defaults(), "PodDisruptionBudget");
@@ -395,13 +448,20 @@ fn rbac_is_least_privilege() {
         s(&["get", "list", "patch", "update", "watch"])
     );
     for sub in ["latencypolicies/status", "latencypolicies/finalizers"] {
-        assert_eq!(verbs_for(&rules, "l3.dev", sub), s(&["get", "patch", "update"]), "{sub}");
+        assert_eq!(
+            verbs_for(&rules, "l3.dev", sub),
+            s(&["get", "patch", "update"]),
+            "{sub}"
+        );
     }
     assert_eq!(
         verbs_for(&rules, "split.smi-spec.io", "trafficsplits"),
         s(&["get", "list", "patch", "watch"])
     );
-    assert_eq!(verbs_for(&rules, "events.k8s.io", "events"), s(&["create", "patch"]));
+    assert_eq!(
+        verbs_for(&rules, "events.k8s.io", "events"),
+        s(&["create", "patch"])
+    );
     assert_eq!(verbs_for(&rules, "", "events"), s(&["create"]));
     assert!(
         verbs_for(&rules, "coordination.k8s.io", "leases").is_empty(),
@@ -419,7 +479,10 @@ fn rbac_is_least_privilege() {
             .contains(&x.as_str())
         })
     });
-    assert!(covered, "ClusterRole grants something unexpected: {rules:?}");
+    assert!(
+        covered,
+        "ClusterRole grants something unexpected: {rules:?}"
+    );
 
     let role: Role = one(&docs, "Role");
     assert_eq!(role.metadata.namespace.as_deref(), Some(NAMESPACE));
@@ -428,7 +491,11 @@ fn rbac_is_least_privilege() {
         verbs_for(&rules, "coordination.k8s.io", "leases"),
         s(&["create", "get", "patch", "update"])
     );
-    assert!(rules.iter().all(|r| r.resources == Some(vec!["leases".into()])));
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.resources == Some(vec!["leases".into()]))
+    );
 
     let crb: ClusterRoleBinding = one(&docs, "ClusterRoleBinding");
     let sa: ServiceAccount = one(&docs, "ServiceAccount");
@@ -442,7 +509,10 @@ fn rbac_is_least_privilege() {
 fn dashboard_is_valid_json_showing_shares_latency_and_success() {
     let cm: ConfigMap = one(&all_features(), "ConfigMap");
     let labels = cm.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("grafana_dashboard").map(String::as_str), Some("1"));
+    assert_eq!(
+        labels.get("grafana_dashboard").map(String::as_str),
+        Some("1")
+    );
     let data = cm.data.unwrap_or_default();
     let json = data.get("l3.json").expect("l3.json in the ConfigMap");
     let dash: Value = serde_json::from_str(json).expect("the dashboard is valid JSON");
@@ -459,17 +529,24 @@ fn dashboard_is_valid_json_showing_shares_latency_and_success() {
         "l3_backend_success_rate",
         "l3_leader",
     ] {
-        assert!(exprs.iter().any(|e| e.contains(metric)), "no panel shows {metric}");
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no panel shows {metric}"
+        );
     }
 }
 
 fn yaml_files(dir: &Path) -> BTreeMap<String, String> {
     let mut files = BTreeMap::new();
-    let entries = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
@@ -543,7 +620,11 @@ fn undocumented(path: &str, value: &Value, readme: &str, out: &mut Vec<String>) 
     match value.as_object() {
         Some(map) if !map.is_empty() => {
             for (k, v) in map {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 undocumented(&child, v, readme, out);
             }
         }
@@ -553,10 +634,14 @@ fn undocumented(path: &str, value: &Value, readme: &str, out: &mut Vec<String>) 
 
 #[test]
 fn every_value_is_in_the_readme_table() {
-    let values = std::fs::read_to_string(root().join("charts/l3/values.yaml")).expect("values.yaml");
+    let values =
+        std::fs::read_to_string(root().join("charts/l3/values.yaml")).expect("values.yaml");
     let values: Value = serde_yaml::from_str(&values).expect("values.yaml parses");
     let readme = std::fs::read_to_string(root().join("charts/l3/README.md")).expect("README.md");
     let mut missing = Vec::new();
     undocumented("", &values, &readme, &mut missing);
-    assert!(missing.is_empty(), "values missing from charts/l3/README.md's table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "values missing from charts/l3/README.md's table: {missing:?}"
+    );
 }
