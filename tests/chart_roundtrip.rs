@@ -393,6 +393,7 @@ fn deployment_is_ha_hardened_and_probed() {
     for want in [
         "--lease-namespace=l3-system",
         "--lease-name=l3-leader",
+        "--lease-duration=15s",
         "--metrics-addr=0.0.0.0:8080",
         "--probe-addr=0.0.0.0:8081",
         "--log-format=json",
@@ -524,9 +525,9 @@ fn dashboard_is_valid_json_showing_shares_latency_and_success() {
         .filter_map(|t| t["expr"].as_str())
         .collect();
     for metric in [
-        "l3_backend_share",
+        "l3_backend_share_ratio",
         "l3_backend_latency_seconds",
-        "l3_backend_success_rate",
+        "l3_backend_success_ratio",
         "l3_leader",
     ] {
         assert!(
