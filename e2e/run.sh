@@ -24,6 +24,8 @@
 #   LINKERD_VERSION   Linkerd CLI/control plane (default stable-2.14.10, the last open-source
 #                     stable with linkerd-smi support).
 set -euo pipefail
+# Failures inside $(...) must stop the run too (weights are read through command substitutions).
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 # shellcheck source=e2e/lib.sh
 source e2e/lib.sh
@@ -164,6 +166,12 @@ install_client_extensions() {
     --namespace linkerd-smi --create-namespace --wait --timeout 5m
 }
 
+# The client cluster's service mirror probes the remote gateway; ALIVE turns True when it answers.
+gateway_alive() {
+  "$LINKERD" --context "$CLIENT_CTX" multicluster gateways 2>/dev/null |
+    awk -v c="$REMOTE" '$1 == c && $2 == "True" { found = 1 } END { exit !found }'
+}
+
 link_clusters() {
   log "linking $REMOTE_CTX into $CLIENT_CTX"
   local link_args=(--cluster-name "$REMOTE")
@@ -175,8 +183,8 @@ link_clusters() {
       --gateway-addresses "$ip" --gateway-port "$GATEWAY_NODE_PORT")
   fi
   "$LINKERD" --context "$REMOTE_CTX" multicluster link "${link_args[@]}" | kc "$CLIENT_CTX" apply -f -
-  retry 180 "$LINKERD" --context "$CLIENT_CTX" multicluster gateways >/dev/null ||
-    die "the $REMOTE gateway never became reachable from $CLIENT"
+  retry 180 gateway_alive ||
+    die "the $REMOTE gateway never became alive from $CLIENT ($LINKERD multicluster gateways)"
 }
 
 deploy_demo() {
@@ -222,7 +230,9 @@ policy_ready() {
 normalised_weights() {
   local line
   split_weights "$CLIENT_CTX" "$NS" "$SPLIT" | sort | while IFS= read -r line; do
-    [[ -n "$line" ]] && echo "${line%%=*}=$(weight_milli "${line#*=}")"
+    if [[ -n "$line" ]]; then
+      echo "${line%%=*}=$(weight_milli "${line#*=}")"
+    fi
   done
 }
 
