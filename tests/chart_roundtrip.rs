@@ -646,3 +646,26 @@ fn every_value_is_in_the_readme_table() {
         "values missing from charts/l3/README.md's table: {missing:?}"
     );
 }
+
+#[test]
+fn bad_values_are_refused_naming_the_field() {
+    let cases: [(&str, &str); 4] = [
+        ("logFormat=xml", "logFormat"),
+        ("replicaCont=2", "replicaCont"),
+        ("prometheus.url=prometheus:9090", "prometheus.url"),
+        ("prometheus.headers[0]=X-A: 1\\,2", "prometheus.headers"),
+    ];
+    for (set, field) in cases {
+        let out = Command::new(helm())
+            .current_dir(root())
+            .args(["template", RELEASE, "charts/l3", "--set", set])
+            .output()
+            .expect("helm runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(
+            stderr.contains(field),
+            "--set {set}: error does not name {field}:\n{stderr}"
+        );
+    }
+}
