@@ -25,7 +25,6 @@ bench: ## Run the benchmarks (release mode)
 	$(CARGO) bench --locked
 
 # ---- ship: chart, manifests, image, e2e (issue 6) -------------------------------------------
-HELM ?= .tools/bin/helm
 IMAGE ?= ghcr.io/l3-dev/l3:dev
 SHELL_SCRIPTS := $(wildcard e2e/*.sh scripts/*.sh) .ci/run
 
