@@ -35,12 +35,15 @@ pub fn worth_writing(current: &[f64], proposed: &[f64], hysteresis: f64) -> bool
 ///
 /// Every backend moves by the same fraction of its way to the target, so the direction of the
 /// change and the sum are kept; a convex combination of two splits that respect the minimum
-/// share respects it too. Without a limit, or when the target is within reach, `proposed` is
-/// returned unchanged.
+/// share respects it too. The current split is the user's until l3 first writes it and may leave
+/// a backend below `min_share`: such a backend is lifted to the minimum share at once (the floor
+/// outranks the step limit, or that backend would starve of the traffic needed to measure it).
+/// Without a limit, or when the target is within reach, `proposed` is returned unchanged.
 pub fn limit_step(
     current: &[f64],
     proposed: &[u32],
     total: u32,
+    min_share: f64,
     max_step: Option<f64>,
 ) -> Vec<u32> {
     let Some(step) = max_step.filter(|s| s.is_finite() && *s > 0.0) else {
@@ -61,7 +64,13 @@ pub fn limit_step(
         .zip(&target)
         .map(|(c, p)| (c + alpha * (p - c)) * t)
         .collect();
-    round_to_total(&exact, total)
+    let stepped: Vec<f64> = round_to_total(&exact, total)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    // Integer weights that already respect the floor come back unchanged (their proportional
+    // shares are exact); `proposed` respects it by construction, so it is the safe fallback.
+    super::normalise(&stepped, total, min_share).unwrap_or_else(|_| proposed.to_vec())
 }
 
 /// Largest-remainder rounding of non-negative reals that sum to `total`.
@@ -110,18 +119,30 @@ mod tests {
     fn step_is_limited_and_direction_kept() {
         // 50/50 → 90/10 with a 10-point step: 60/40.
         assert_eq!(
-            limit_step(&[0.5, 0.5], &[900, 100], 1000, Some(0.1)),
+            limit_step(&[0.5, 0.5], &[900, 100], 1000, 0.01, Some(0.1)),
             vec![600, 400]
         );
         // Within reach: unchanged.
         assert_eq!(
-            limit_step(&[0.5, 0.5], &[550, 450], 1000, Some(0.1)),
+            limit_step(&[0.5, 0.5], &[550, 450], 1000, 0.01, Some(0.1)),
             vec![550, 450]
         );
         // No limit: unchanged.
         assert_eq!(
-            limit_step(&[0.5, 0.5], &[990, 10], 1000, None),
+            limit_step(&[0.5, 0.5], &[990, 10], 1000, 0.01, None),
             vec![990, 10]
+        );
+    }
+
+    #[test]
+    fn a_backend_below_the_floor_is_lifted_despite_the_step_limit() {
+        // The user's split starved the second backend; l3 never writes less than 1 %.
+        let out = limit_step(&[1.0, 0.0], &[500, 500], 1000, 0.01, Some(0.001));
+        assert_eq!(out.iter().sum::<u32>(), 1000);
+        assert!(out[1] >= 10, "{out:?}");
+        assert!(
+            out[1] < 500,
+            "the rest of the move is still limited: {out:?}"
         );
     }
 
@@ -131,6 +152,7 @@ mod tests {
             raw in proptest::collection::vec(0.0f64..100.0, 1..6),
             target_raw in proptest::collection::vec(1u32..1000, 1..6),
             step in 0.01f64..1.0,
+            min_share in 0.0f64..0.1,
         ) {
             let n = raw.len().min(target_raw.len());
             let current = shares(&raw[..n]);
@@ -140,10 +162,21 @@ mod tests {
             let mut proposed: Vec<u32> = t.iter().map(|&x| x * 1000 / sum).collect();
             let missing = 1000 - proposed.iter().sum::<u32>();
             proposed[0] += missing;
-            let out = limit_step(&current, &proposed, 1000, Some(step));
+            let floor = crate::algorithm::normalise::floor_units(1000, min_share);
+            prop_assume!(super::super::normalise::validate(n, 1000, min_share).is_ok());
+            // Targets come from the normaliser, so they respect the floor.
+            let proposed = crate::algorithm::normalise(
+                &proposed.iter().map(|&w| f64::from(w)).collect::<Vec<_>>(), 1000, min_share,
+            ).unwrap();
+            let out = limit_step(&current, &proposed, 1000, min_share, Some(step));
             prop_assert_eq!(out.iter().sum::<u32>(), 1000);
-            for (o, c) in out.iter().zip(&current) {
-                prop_assert!((f64::from(*o) / 1000.0 - c).abs() <= step + 0.001 + 1e-9);
+            for &o in &out {
+                prop_assert!(o >= floor, "{:?} below floor {}", out, floor);
+            }
+            if current.iter().all(|&c| c * 1000.0 >= f64::from(floor)) {
+                for (o, c) in out.iter().zip(&current) {
+                    prop_assert!((f64::from(*o) / 1000.0 - c).abs() <= step + 0.001 + 1e-9);
+                }
             }
         }
     }

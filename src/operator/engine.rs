@@ -637,8 +637,13 @@ fn run_one(
                     for (backend, r) in &rejected {
                         tracing::debug!(namespace = %ns, policy = %key.1, %backend, signal = r.signal.as_str(), error = %r.error, "sample refused");
                     }
-                    let limited =
-                        safety::limit_step(&current, &proposed, total, settings.max_share_step);
+                    let limited = safety::limit_step(
+                        &current,
+                        &proposed,
+                        total,
+                        settings.pipeline.min_share,
+                        settings.max_share_step,
+                    );
                     let limited_shares: Vec<f64> = limited
                         .iter()
                         .map(|&w| f64::from(w) / f64::from(total))
