@@ -7,6 +7,7 @@
 
 pub mod algorithm;
 pub mod cli;
+pub mod duration;
 pub mod operator;
 pub mod sim;
 pub mod source;

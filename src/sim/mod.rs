@@ -111,15 +111,14 @@ pub struct SimulateArgs {
 
 /// Parses a duration such as `600`, `90s`, `10m` or `1h` into seconds.
 pub fn parse_duration(s: &str) -> Result<f64> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1.0),
-        Some((i, 'm')) => (&s[..i], 60.0),
-        Some((i, 'h')) => (&s[..i], 3600.0),
-        _ => (s, 1.0),
-    };
-    match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * mult),
+    // A bare number means seconds.
+    let secs = s
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .or_else(|| crate::duration::parse_secs(s));
+    match secs {
+        Some(v) if v.is_finite() && v > 0.0 => Ok(v),
         _ => Err(Error::Flag {
             flag: "--duration",
             message: format!(

@@ -84,21 +84,7 @@ pub fn now_secs() -> f64 {
 
 /// Parse a duration such as `2s`, `500ms`, `1.5s` or `1m`; the error names `field`.
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, f64::NAN)
-    };
-    let secs = num
-        .trim()
-        .parse::<f64>()
-        .map(|v| v * scale)
-        .unwrap_or(f64::NAN);
+    let secs = crate::duration::parse_secs(s).unwrap_or(f64::NAN);
     if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
         return Err(Error::Config {
             field,
