@@ -257,29 +257,43 @@ impl ParsedSplit {
         Value::Object(m).to_string()
     }
 
+    /// The split's backends as they are, each passed with its service name to `edit`: patches
+    /// send the whole list (merge patches replace lists), so every other field must survive.
+    fn backends_with(&self, mut edit: impl FnMut(&str, &mut Map<String, Value>)) -> Vec<Value> {
+        self.raw_backends
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                let svc = b.get("service").and_then(Value::as_str).map(str::to_owned);
+                if let (Some(svc), Some(obj)) = (svc, b.as_object_mut()) {
+                    edit(&svc, obj);
+                }
+                b
+            })
+            .collect()
+    }
+
+    /// Patch metadata carrying the resourceVersion, so the API server refuses the patch (409)
+    /// when the split changed since it was read.
+    fn guarded_metadata(&self) -> Map<String, Value> {
+        let mut metadata = Map::new();
+        if let Some(rv) = &self.resource_version {
+            metadata.insert("resourceVersion".into(), json!(rv));
+        }
+        metadata
+    }
+
     /// JSON merge patch that sets the weights (`service → weight out of 1000`) and keeps every
     /// other field of every backend. Merge patches replace lists whole, so the whole list is
     /// sent; the resourceVersion makes the API server refuse it if the split changed meanwhile.
     /// With `adopt`, the original weights are recorded (only if not recorded yet).
     pub fn weights_patch(&self, weights: &[(&str, u32)], form: WeightForm, adopt: bool) -> Value {
-        let backends: Vec<Value> = self
-            .raw_backends
-            .iter()
-            .map(|b| {
-                let mut b = b.clone();
-                let svc = b.get("service").and_then(Value::as_str).map(str::to_owned);
-                if let (Some(svc), Some(obj)) = (svc, b.as_object_mut())
-                    && let Some((_, w)) = weights.iter().find(|(n, _)| *n == svc)
-                {
-                    obj.insert("weight".into(), form.render(*w));
-                }
-                b
-            })
-            .collect();
-        let mut metadata = Map::new();
-        if let Some(rv) = &self.resource_version {
-            metadata.insert("resourceVersion".into(), json!(rv));
-        }
+        let backends = self.backends_with(|svc, obj| {
+            if let Some((_, w)) = weights.iter().find(|(n, _)| *n == svc) {
+                obj.insert("weight".into(), form.render(*w));
+            }
+        });
+        let mut metadata = self.guarded_metadata();
         if adopt && self.original.is_none() {
             metadata.insert(
                 "annotations".into(),
@@ -298,28 +312,16 @@ impl ParsedSplit {
         };
         let map: Map<String, Value> =
             serde_json::from_str(original).map_err(|e| SplitError::BadAnnotation(e.to_string()))?;
-        let backends: Vec<Value> = self
-            .raw_backends
-            .iter()
-            .map(|b| {
-                let mut b = b.clone();
-                let svc = b.get("service").and_then(Value::as_str).map(str::to_owned);
-                if let (Some(svc), Some(obj)) = (svc, b.as_object_mut())
-                    && let Some(w) = map.get(&svc)
-                {
-                    if w.is_null() {
-                        obj.remove("weight");
-                    } else {
-                        obj.insert("weight".into(), w.clone());
-                    }
-                }
-                b
-            })
-            .collect();
-        let mut metadata = Map::new();
-        if let Some(rv) = &self.resource_version {
-            metadata.insert("resourceVersion".into(), json!(rv));
-        }
+        let backends = self.backends_with(|svc, obj| match map.get(svc) {
+            Some(Value::Null) => {
+                obj.remove("weight");
+            }
+            Some(w) => {
+                obj.insert("weight".into(), w.clone());
+            }
+            None => {}
+        });
+        let mut metadata = self.guarded_metadata();
         metadata.insert(
             "annotations".into(),
             json!({ ORIGINAL_WEIGHTS_ANNOTATION: Value::Null }),
