@@ -53,10 +53,11 @@ pub enum Error {
     /// No answer within the timeout.
     #[error("query timed out after {0:?}")]
     Timeout(std::time::Duration),
-    /// The server could not be reached (connection refused, DNS, TLS handshake).
+    /// The server could not be reached or dropped the connection before answering (refused,
+    /// DNS, TLS handshake, reset).
     #[error("cannot connect to prometheus: {0}")]
     Connect(String),
-    /// A non-2xx HTTP answer that is not an API error, or a transport failure.
+    /// A non-2xx HTTP answer that is not an API error, or a failure reading the answer.
     #[error("http error (status {status}): {message}")]
     Http {
         /// HTTP status (0 when there was no answer).

@@ -395,7 +395,10 @@ impl PrometheusSource {
         }
         if e.is_timeout() {
             Error::Timeout(self.timeout)
-        } else if e.is_connect() {
+        } else if e.is_connect() || (e.is_request() && e.status().is_none()) {
+            // No HTTP answer at all. A Prometheus that just died leaves pooled keep-alive
+            // connections that fail "closed before message completed" rather than refused:
+            // the same outage, so the same reason.
             Error::Connect(message)
         } else {
             Error::Http {
