@@ -309,14 +309,6 @@ impl SplitState {
         rejected
     }
 
-    /// Total rate input for Algorithm 2, if this cycle had an RPS sample.
-    pub fn total_rate(&self, filtered_before: f64) -> Option<TotalRate> {
-        self.last_total.map(|last| TotalRate {
-            filtered: filtered_before,
-            last,
-        })
-    }
-
     /// The current filtered total rate.
     pub fn filtered_total_rps(&self) -> f64 {
         self.total_rps.value()
@@ -332,7 +324,11 @@ impl SplitState {
         let before = self.total_rps.value();
         let rejected = self.update(t, samples);
         let signals: Vec<Signals> = self.backends.values().map(BackendState::signals).collect();
-        let weights = algorithm::l3_weights(&signals, self.total_rate(before), cfg)?;
+        let rate = self.last_total.map(|last| TotalRate {
+            filtered: before,
+            last,
+        });
+        let weights = algorithm::l3_weights(&signals, rate, cfg)?;
         Ok((weights, rejected))
     }
 }

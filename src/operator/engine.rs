@@ -28,6 +28,10 @@ pub const MAX_BACKOFF_SECS: f64 = 300.0;
 /// the 5 s mark does not stretch the interval to 6 s.
 pub const DUE_SLACK_SECS: f64 = 0.5;
 
+/// How often a policy whose spec cannot be used is looked at again: its own `interval` may be
+/// the invalid part, so the paper's default cycle is used.
+pub const INVALID_SPEC_RECHECK_SECS: f64 = 5.0;
+
 /// Where the control loop finds TrafficSplits (a reflector store in production).
 pub trait SplitLookup: Send + Sync {
     /// The split `name` in namespace `ns`, if it exists.
@@ -263,7 +267,7 @@ impl Engine {
             let settings = match p.spec.settings() {
                 Ok(s) => s,
                 Err(e) => {
-                    entry.interval = 5.0;
+                    entry.interval = INVALID_SPEC_RECHECK_SECS;
                     entry.next_due = now + entry.interval;
                     items.push(Item {
                         key,
