@@ -11,8 +11,18 @@ help: ## List the targets
 build: ## Build the l3 binary (debug)
 	$(CARGO) build --locked
 
-test: ## Run every test (unit, property, integration)
-	$(CARGO) nextest run --locked --no-fail-fast
+# The cluster tests (tests/cluster_*.rs) share one control plane per test binary, so they run
+# under libtest (one process per binary, tests as threads) rather than nextest (one process per
+# test). Their tests mostly wait on the API server and l3, hence more threads than cores.
+CLUSTER_TEST_THREADS ?= 8
+
+test: ## Run every test (unit, property, integration, real control plane)
+	$(CARGO) nextest run --locked --no-fail-fast -E 'not binary(/^cluster_/)'
+	$(CARGO) test --locked --test 'cluster_*' -- --test-threads=$(CLUSTER_TEST_THREADS)
+
+.PHONY: test-cluster
+test-cluster: testenv tools tools-helm ## Only the real-control-plane tests (tests/cluster_*.rs)
+	$(CARGO) test --locked --test 'cluster_*' -- --test-threads=$(CLUSTER_TEST_THREADS)
 
 lint: ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -39,6 +49,15 @@ tools: ## Install test tools (Prometheus, Debian package `prometheus`) when miss
 	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
 
 test: tools
+
+# --- real control plane (tests/cluster_*.rs) ---------------------------------------------------
+# etcd, kube-apiserver and kube-controller-manager built from the pinned Go modules in testenv/
+# into ${XDG_CACHE_HOME:-~/.cache}/l3/testenv/<versions>/, once; later runs reuse them.
+.PHONY: testenv
+testenv: ## Build (or reuse) the test control plane: kube-apiserver, kube-controller-manager, etcd
+	@scripts/testenv.sh
+
+test: testenv
 
 # --- operator ---------------------------------------------------------------------------------
 .PHONY: crds

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned test control plane (etcd, kube-apiserver, kube-controller-manager) from the
 # Go modules in testenv/ into a cache outside the repository, once; later calls reuse it.
-# The last line printed is the directory that holds the binaries (tests read L3_TESTENV_DIR, or
-# find the same directory by the same rule).
+# The last line printed is the directory that holds the binaries; the tests find it with
+# `scripts/testenv.sh --print-dir` (or read L3_TESTENV_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/../testenv"
 
@@ -14,6 +14,12 @@ etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" && NF >= 2 {print $2; exit}' go.mo
 key=$(cat go.mod go.sum | sha256sum | cut -c1-12)
 dir="${L3_TESTENV_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/l3/testenv/k8s-${k8s}-etcd-${etcd}-${key}}"
 bins=(kube-apiserver kube-controller-manager etcd)
+
+# `--print-dir`: only say where the binaries are (or would be); the tests use this.
+if [[ ${1:-} == --print-dir ]]; then
+  echo "$dir"
+  exit 0
+fi
 
 have_all() {
   local b

@@ -12,3 +12,4 @@ pub mod operator;
 pub mod sim;
 pub mod source;
 pub mod state;
+pub mod tls;

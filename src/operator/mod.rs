@@ -151,6 +151,7 @@ fn duration_flag(flag: &'static str, v: &str) -> Result<Duration> {
 /// Run the operator until a shutdown signal.
 pub fn main(args: &RunArgs) -> Result<()> {
     telemetry::init(args.log_format);
+    crate::tls::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -1,10 +1,19 @@
-//! Helpers of the real-Prometheus tests: a Prometheus server on a free loopback port
-//! ([`prometheus`]), a Linkerd-proxy metrics exporter ([`exporter`]), and scriptable HTTP
-//! servers for the failure cases and for counting queries ([`fake`]).
+//! Helpers of the tests against real parts: a Prometheus server on a free loopback port
+//! ([`prometheus`]), a Linkerd-proxy metrics exporter ([`exporter`]), scriptable HTTP servers
+//! for the failure cases and for counting queries ([`fake`]), a real Kubernetes control plane
+//! ([`cluster`]), l3 installed into it by helm and run as real processes ([`release`]), and a
+//! TrafficSplit-driven request mix ([`mesh`]).
 
+// Each test binary uses its own part of this shared code; the rest is dead code there.
+#![allow(dead_code)]
+
+pub mod cluster;
 pub mod exporter;
 pub mod fake;
+pub mod fixture;
+pub mod mesh;
 pub mod prometheus;
+pub mod release;
 
 use std::time::{Duration, Instant};
 

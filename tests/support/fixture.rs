@@ -1,0 +1,301 @@
+//! One cluster test's world: its namespace on the shared control plane, a Linkerd-format
+//! exporter scraped by a real Prometheus, a TrafficSplit whose weights steer the exporter's
+//! request mix, l3 installed by helm, and helpers to read the real objects and the audit log.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use l3::operator::crd::LatencyPolicy;
+use serde_json::{Value, json};
+
+use super::cluster::{self, AuditEvent, ControlPlane};
+use super::exporter::Exporter;
+use super::mesh::{self, Mesh};
+use super::prometheus::{self, Prometheus};
+use super::release::{Install, Release, Replica};
+
+/// The TrafficSplit every fixture creates (apex service of the same name).
+pub const SPLIT: &str = "web";
+/// The policies' interval: short, so that tests are quick; seconds.
+pub const INTERVAL: f64 = 2.0;
+/// Lease duration the tests install the chart with, seconds.
+pub const LEASE: f64 = 6.0;
+/// Total RPS the mesh spreads over the backends by their weights.
+pub const TOTAL_RPS: f64 = 200.0;
+/// Annotation l3 records the original weights in.
+pub const ORIGINALS: &str = "l3.dev/original-weights";
+/// l3's finalizer on policies.
+pub const FINALIZER: &str = "l3.dev/restore-weights";
+
+/// One backend of the test split.
+pub struct Backend {
+    /// Service name.
+    pub service: &'static str,
+    /// Initial weight, as stored (e.g. `json!(100)` or `json!("500m")`).
+    pub weight: Value,
+    /// Typical latency of its successful responses, ms.
+    pub ms: f64,
+}
+
+/// What to set up.
+pub struct Setup<'a> {
+    /// Namespace of the release, the lease, the split and the policies (must contain `l3`).
+    pub namespace: &'a str,
+    /// Backends of the split.
+    pub backends: Vec<Backend>,
+    /// Where the split and the policies live, if not in `namespace`; the chart is then
+    /// installed cluster-wide and told to watch only that namespace.
+    pub apps_namespace: Option<&'a str>,
+}
+
+/// A test's world; dropping it stops the replicas, the mesh and Prometheus.
+pub struct Fixture {
+    /// The shared control plane.
+    pub cp: &'static ControlPlane,
+    /// An admin client.
+    pub admin: kube::Client,
+    /// Namespace of the split and the policies.
+    pub ns: String,
+    /// The helm release.
+    pub release: Release,
+    /// The exporter the mesh drives.
+    pub exporter: Exporter,
+    /// The real Prometheus scraping it.
+    pub prometheus: Prometheus,
+    /// Running l3 replicas.
+    pub replicas: Vec<Replica>,
+    /// When the fixture was set up (seconds since the epoch), for audit queries.
+    pub since: f64,
+    _mesh: Mesh,
+}
+
+impl Fixture {
+    /// Set everything up; no replica is started yet.
+    pub async fn new(setup: Setup<'_>) -> Fixture {
+        let cp = ControlPlane::shared();
+        let since = cluster::now();
+        let admin = cp.client().await;
+        let exporter = Exporter::start().await;
+        let bin = prometheus::binary().expect(
+            "the cluster tests need a real Prometheus; L3_SKIP_PROMETHEUS_TESTS=1 cannot skip them",
+        );
+        let prometheus = Prometheus::start(&bin, &[exporter.addr]).await;
+        let mut helm_args = vec![
+            format!("--set=prometheus.url={}", prometheus.url),
+            format!("--set=leaderElection.leaseDuration={LEASE}s"),
+            "--set=logLevel=info".to_owned(),
+        ];
+        let ns = match setup.apps_namespace {
+            None => {
+                helm_args.push(format!("--set=watchNamespaces[0]={}", setup.namespace));
+                setup.namespace.to_owned()
+            }
+            Some(apps) => {
+                helm_args.push(format!(
+                    "--set-json=extraArgs=[\"--watch-namespace={apps}\"]"
+                ));
+                apps.to_owned()
+            }
+        };
+        let release = Release::install(
+            cp,
+            Install {
+                namespace: setup.namespace,
+                helm_args,
+            },
+        )
+        .await;
+        super::release::create_namespace(&admin, &ns).await;
+        let weights: Vec<(&str, Value)> = setup
+            .backends
+            .iter()
+            .map(|b| (b.service, b.weight.clone()))
+            .collect();
+        mesh::create_split(&admin, &ns, SPLIT, &weights).await;
+        let profiles = setup
+            .backends
+            .iter()
+            .map(|b| (b.service.to_owned(), mesh::steady(b.ms)))
+            .collect();
+        let mesh = Mesh::follow(&admin, &exporter, &ns, SPLIT, TOTAL_RPS, profiles);
+        Fixture {
+            cp,
+            admin,
+            ns,
+            release,
+            exporter,
+            prometheus,
+            replicas: Vec::new(),
+            since,
+            _mesh: mesh,
+        }
+    }
+
+    /// Start replica `l3-<i>`.
+    pub async fn start_replica(&mut self, i: usize) {
+        let r = self.release.start(self.cp, &format!("l3-{i}"), &[]).await;
+        self.replicas.push(r);
+    }
+
+    /// The policies API of the test namespace.
+    pub fn policies(&self) -> Api<LatencyPolicy> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// Create policy `name` on the test split, in `mode`, with `spec` merged over the test
+    /// defaults (interval 2 s, window 5 s).
+    pub async fn create_policy(&self, name: &str, mode: &str, spec: Value) {
+        let mut s = json!({
+            "targetRef": {"kind": "TrafficSplit", "name": SPLIT},
+            "mode": mode,
+            "interval": format!("{INTERVAL}s"),
+            "queryWindow": "5s",
+        });
+        if let (Some(base), Some(extra)) = (s.as_object_mut(), spec.as_object()) {
+            for (k, v) in extra {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+        let p: LatencyPolicy = serde_json::from_value(json!({
+            "apiVersion": "l3.dev/v1alpha1",
+            "kind": "LatencyPolicy",
+            "metadata": {"name": name, "namespace": self.ns},
+            "spec": s,
+        }))
+        .expect("policy");
+        self.policies()
+            .create(&PostParams::default(), &p)
+            .await
+            .unwrap_or_else(|e| panic!("create LatencyPolicy {name}: {e}"));
+    }
+
+    /// Switch policy `name` to `mode`.
+    pub async fn set_mode(&self, name: &str, mode: &str) {
+        self.policies()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"mode": mode}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("set mode of {name}: {e}"));
+    }
+
+    /// Delete policy `name`.
+    pub async fn delete_policy(&self, name: &str) {
+        self.policies()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+
+    /// The split as stored.
+    pub async fn split(&self) -> DynamicObject {
+        mesh::splits(&self.admin, &self.ns)
+            .get(SPLIT)
+            .await
+            .expect("get split")
+    }
+
+    /// The split's original-weights annotation, if any.
+    pub async fn originals(&self) -> Option<String> {
+        self.split().await.annotations().get(ORIGINALS).cloned()
+    }
+
+    /// One backend's share in the split now.
+    pub async fn share(&self, service: &str) -> f64 {
+        mesh::shares(&self.split().await)
+            .into_iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("no backend {service}"))
+    }
+
+    /// Make a backend's responses take about `ms` from now on.
+    pub fn set_latency(&self, service: &str, ms: f64) {
+        let p = mesh::steady(ms);
+        self.exporter.update(&self.ns, service, |q| {
+            q.ok_cdf = p.ok_cdf;
+            q.ok_mean_ms = p.ok_mean_ms;
+        });
+    }
+
+    /// Wait until the split is adopted by policy `name`: the annotation, l3's finalizer on the
+    /// policy, and weights that differ from `initial`. Returns the annotation.
+    pub async fn wait_adopted(&self, name: &str, initial: &[(String, Value)]) -> String {
+        super::eventually(mesh::SETTLE, Duration::from_millis(250), || async {
+            let split = self.split().await;
+            let policy = self.policies().get(name).await.map_err(|e| e.to_string())?;
+            let ann = split.annotations().get(ORIGINALS).cloned();
+            let fin = policy.finalizers().iter().any(|f| f == FINALIZER);
+            let weights = mesh::raw_weights(&split);
+            match ann {
+                Some(a) if fin && weights != initial => Ok(a),
+                _ => Err(format!(
+                    "annotation {ann:?}, finalizer {fin}, weights {weights:?} (initial {initial:?})\n{}",
+                    self.logs()
+                )),
+            }
+        })
+        .await
+    }
+
+    /// The last lines of every replica's log.
+    pub fn logs(&self) -> String {
+        self.replicas
+            .iter()
+            .map(|r| format!("--- {} ---\n{}", r.pod, cluster::tail(&r.log, 15)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Audit events of l3's identity (both replicas) since the fixture was set up.
+    pub fn l3_audit(&self) -> Vec<AuditEvent> {
+        self.cp
+            .audit()
+            .into_iter()
+            .filter(|e| e.user == self.release.user && e.at >= self.since)
+            .collect()
+    }
+
+    /// l3's successful writes to the test split since `from`.
+    pub fn split_writes(&self, from: f64) -> Vec<AuditEvent> {
+        self.l3_audit()
+            .into_iter()
+            .filter(|e| {
+                e.at >= from && e.is_write() && e.resource == "trafficsplits" && e.name == SPLIT
+            })
+            .collect()
+    }
+
+    /// The current holder of the chart's Lease.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.admin.clone(), &self.release.namespace);
+        leases
+            .get_opt("l3-leader")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    }
+
+    /// Wait until some replica holds the lease; returns its index.
+    pub async fn wait_leader(&self) -> usize {
+        super::eventually(mesh::SETTLE, Duration::from_millis(100), || async {
+            let holder = self.lease_holder().await;
+            self.replicas
+                .iter()
+                .position(|r| Some(&r.pod) == holder.as_ref())
+                .ok_or_else(|| format!("lease holder {holder:?}\n{}", self.logs()))
+        })
+        .await
+    }
+}
+
+/// Seconds since `t`.
+pub fn secs_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}

@@ -1,0 +1,155 @@
+//! The mesh side of the cluster tests: a TrafficSplit whose weights steer the exporter's request
+//! mix, read through a real watch, so the metrics answer l3's writes the way client proxies
+//! would (each backend's RPS is the total times its share of the weights).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use super::exporter::{Exporter, Profile};
+
+/// The TrafficSplit resource in `version`.
+pub fn split_resource(version: &str) -> ApiResource {
+    ApiResource {
+        group: "split.smi-spec.io".into(),
+        version: version.into(),
+        api_version: format!("split.smi-spec.io/{version}"),
+        kind: "TrafficSplit".into(),
+        plural: "trafficsplits".into(),
+    }
+}
+
+/// The TrafficSplit API of `ns`, through v1alpha1 (the storage version).
+pub fn splits(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &split_resource("v1alpha1"))
+}
+
+/// Create a v1alpha1 TrafficSplit `name` for apex service `name` with `backends` given as
+/// `(service, weight as JSON)`, e.g. `("web-east", json!("500m"))`.
+pub async fn create_split(client: &kube::Client, ns: &str, name: &str, backends: &[(&str, Value)]) {
+    let list: Vec<Value> = backends
+        .iter()
+        .map(|(s, w)| json!({"service": s, "weight": w}))
+        .collect();
+    let obj: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "split.smi-spec.io/v1alpha1",
+        "kind": "TrafficSplit",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"service": name, "backends": list},
+    }))
+    .expect("split");
+    splits(client, ns)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create TrafficSplit {ns}/{name}: {e}"));
+}
+
+/// The backends' weights as stored (`service → JSON weight`), in list order.
+pub fn raw_weights(obj: &DynamicObject) -> Vec<(String, Value)> {
+    obj.data["spec"]["backends"]
+        .as_array()
+        .map(|bs| {
+            bs.iter()
+                .map(|b| {
+                    (
+                        b["service"].as_str().unwrap_or("").to_owned(),
+                        b["weight"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Shares of the backends (`service → fraction`) from a split's weights.
+pub fn shares(obj: &DynamicObject) -> Vec<(String, f64)> {
+    let ws: Vec<(String, f64)> = raw_weights(obj)
+        .into_iter()
+        .map(|(s, w)| (s, quantity(&w)))
+        .collect();
+    let total: f64 = ws.iter().map(|(_, w)| w).sum();
+    ws.into_iter()
+        .map(|(s, w)| (s, if total > 0.0 { w / total } else { 0.0 }))
+        .collect()
+}
+
+/// A weight as a number: an integer, or a Quantity string with an optional `m` suffix (the
+/// forms the tests write).
+fn quantity(v: &Value) -> f64 {
+    match v {
+        Value::Number(n) => n.as_f64().unwrap_or(0.0),
+        Value::String(s) => match s.strip_suffix('m') {
+            Some(m) => m.parse::<f64>().map(|x| x / 1000.0).unwrap_or(0.0),
+            None => s.parse().unwrap_or(0.0),
+        },
+        _ => 0.0,
+    }
+}
+
+/// The closed loop: while alive, every version of the split sets each backend's RPS in the
+/// exporter to `total_rps` times its share. Aborted on drop.
+pub struct Mesh {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Mesh {
+    /// Add the split's backends to the exporter (with `profiles`, in `backends` order) and
+    /// follow the split.
+    pub fn follow(
+        client: &kube::Client,
+        exporter: &Exporter,
+        ns: &str,
+        split: &str,
+        total_rps: f64,
+        profiles: Vec<(String, Profile)>,
+    ) -> Mesh {
+        let n = profiles.len().max(1) as f64;
+        for (svc, mut p) in profiles {
+            p.rps = total_rps / n;
+            // A few requests already counted, so every backend has series from the start.
+            exporter.add(ns, &svc, 2, p, 100.0);
+        }
+        let api = splits(client, ns);
+        let exporter = exporter.clone();
+        let ns = ns.to_owned();
+        let config = watcher::Config::default().fields(&format!("metadata.name={split}"));
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, config)
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(item) = stream.next().await {
+                let Ok(obj) = item else { continue };
+                for (svc, share) in shares(&obj) {
+                    exporter.update(&ns, &svc, |p| p.rps = total_rps * share);
+                }
+            }
+        });
+        Mesh { task }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A backend answering every request in about `ms` (all under the next Linkerd bucket), with
+/// no failures and one request in flight per 100 RPS.
+pub fn steady(ms: f64) -> Profile {
+    Profile {
+        rps: 0.0,
+        success_ratio: 1.0,
+        ok_cdf: vec![(ms, 0.5), (ms * 2.0, 1.0)],
+        ok_mean_ms: ms * 1.2,
+        fail_ms: ms,
+        inflight: 0.0,
+    }
+}
+
+/// How long the tests wait for a poll to converge, at most.
+pub const SETTLE: Duration = Duration::from_secs(60);
