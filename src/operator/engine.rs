@@ -837,4 +837,48 @@ mod tests {
         assert_eq!(owner(&ps, &gone).name_any(), "old");
         assert_eq!(owner(&ps, &new).name_any(), "new");
     }
+
+    fn engine() -> Engine {
+        Engine::new(Metrics::new(&prometheus::Registry::new()).expect("metrics register"))
+    }
+
+    #[test]
+    fn a_new_generation_is_due_at_once() {
+        let mut e = engine();
+        let splits: HashMap<Key, Arc<DynamicObject>> = HashMap::new();
+        let mut policy = LatencyPolicy::clone(&p("a", "one", "web", 0));
+        policy.metadata.generation = Some(1);
+        let v1 = vec![Arc::new(policy.clone())];
+        assert_eq!(e.plan(1000.0, &v1, &splits).len(), 1);
+        assert_eq!(e.plan(1001.0, &v1, &splits).len(), 0, "not due yet");
+        policy.metadata.generation = Some(2);
+        let v2 = vec![Arc::new(policy)];
+        assert_eq!(
+            e.plan(1001.0, &v2, &splits).len(),
+            1,
+            "a spec change is due now"
+        );
+        assert_eq!(e.plan(1002.0, &v2, &splits).len(), 0);
+    }
+
+    #[test]
+    fn a_missing_trafficsplit_crd_is_reported_on_every_policy() {
+        let mut e = engine();
+        let ps = vec![p("a", "one", "web", 0), p("b", "two", "api", 0)];
+        let plan = e.plan(1000.0, &ps, &CrdMissing);
+        let decisions = e.decide(1000.0, plan, &Snapshot::default());
+        assert_eq!(decisions.len(), 2);
+        for d in decisions {
+            let c = d
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == TARGET_FOUND)
+                .expect("TargetFound is set");
+            assert_eq!(c.status, "False");
+            assert_eq!(c.reason, "TrafficSplitCRDMissing");
+            assert!(c.message.contains("linkerd-smi"), "{}", c.message);
+            assert!(d.write.is_none());
+        }
+    }
 }
