@@ -549,24 +549,28 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     };
     info!(metrics = %args.metrics_addr, probes = %args.probe_addr, "l3 operator started");
-    let result = tokio::select! {
-        r = work => r,
-        () = shutdown_signal() => {
-            info!("shutting down: no new writes, releasing the lease");
-            Ok(())
-        }
-    };
-    // Stop writing at once; the lease task waits for the writes in flight, then releases.
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        r = &mut work => return r,
+        () = shutdown_signal() => info!("shutting down: no new writes, releasing the lease"),
+    }
+    // Stop writing at once. The loop keeps running (it writes nothing now) so that the writes
+    // in flight finish rather than being dropped half-sent; the lease task waits for them,
+    // then releases the lease.
     leadership.resign();
     let _ = stop.send(true);
     if let Some(task) = election {
-        match tokio::time::timeout(lease_ttl + RELEASE_GRACE, task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => warn!(%error, "the lease task failed"),
-            Err(_) => warn!("the lease task did not finish; the lease expires on its own"),
+        let release = tokio::time::timeout(lease_ttl + RELEASE_GRACE, task);
+        tokio::select! {
+            r = release => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%error, "the lease task failed"),
+                Err(_) => warn!("the lease task did not finish; the lease expires on its own"),
+            },
+            r = &mut work => return r,
         }
     }
-    result
+    Ok(())
 }
 
 async fn shutdown_signal() {
