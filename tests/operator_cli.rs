@@ -50,6 +50,39 @@ fn bad_flag_values_are_refused_with_the_flag_named() {
     );
 }
 
+/// `l3 run` with `args`, expected to be refused before it talks to any cluster; its stderr.
+fn refused(args: &[&str]) -> String {
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    // No kubeconfig: a refusal must come from the flags, not from a missing cluster.
+    let out = l3(&all, &[("KUBECONFIG", "/nonexistent")]);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn lease_timing_flags_are_checked_against_each_other() {
+    let err = refused(&["--lease-duration", "0s"]);
+    assert!(
+        err.contains("--lease-duration 0s is too short") && !err.contains("is not a duration"),
+        "{err}"
+    );
+    let err = refused(&["--lease-duration", "500ms"]);
+    assert!(err.contains("--lease-duration 500ms is too short"), "{err}");
+    let err = refused(&["--lease-duration", "1500ms", "--api-timeout", "100ms"]);
+    assert!(err.contains("not a whole number of seconds"), "{err}");
+    let err = refused(&["--lease-duration", "15s", "--api-timeout", "5s"]);
+    assert!(
+        err.contains("--api-timeout 5s") && err.contains("--lease-duration 15s"),
+        "{err}"
+    );
+    let err = refused(&["--api-timeout", "0s"]);
+    assert!(
+        err.contains("--api-timeout") && err.contains("no time"),
+        "{err}"
+    );
+}
+
 #[test]
 fn crdgen_prints_the_latencypolicy_crd() {
     let out = l3(&["crdgen"], &[]);

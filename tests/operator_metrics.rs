@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DynamicObject;
 use l3::operator::crd::{FINALIZER, LatencyPolicy, LatencyPolicySpec};
 use l3::operator::engine::{Engine, Key};
+use l3::operator::health::{self, Readiness};
 use l3::operator::metrics::Metrics;
 use l3::operator::server;
 use l3::operator::testing::FixedSource;
@@ -126,10 +126,32 @@ async fn metrics_are_named_by_convention_and_removed_with_their_backend() {
 
 #[tokio::test]
 async fn probes_report_alive_and_ready_after_the_first_cycle() {
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::default());
     let base = start(server::probe_router(ready.clone())).await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
-    ready.store(true, Ordering::Relaxed);
+    ready.cycle_done();
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+}
+
+#[tokio::test]
+async fn readyz_fails_with_the_reason_while_the_crd_is_missing() {
+    let ready = Arc::new(Readiness::default());
+    ready.cycle_done();
+    let base = start(server::probe_router(ready.clone())).await;
+    ready.report(
+        "latencypolicies *",
+        Some(format!(
+            "the LatencyPolicy CRD (latencypolicies.l3.dev) is not installed: {}",
+            health::INSTALL_CRD
+        )),
+    );
+    let (code, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(code, 503);
+    assert!(
+        body.contains("not installed") && body.contains("kubectl apply -f crds/"),
+        "{body}"
+    );
+    ready.report("latencypolicies *", None);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
 }

@@ -374,17 +374,36 @@ async fn discovery_prefers_v1alpha1_and_falls_back_to_v1alpha2() {
     let both = discovery_api(&["v1alpha2", "v1alpha1"]);
     assert_eq!(
         trafficsplit::discover_version(&both).await.unwrap(),
-        SplitVersion::V1alpha1
+        Some(SplitVersion::V1alpha1)
     );
     let only2 = discovery_api(&["v1alpha2"]);
     assert_eq!(
         trafficsplit::discover_version(&only2).await.unwrap(),
-        SplitVersion::V1alpha2
+        Some(SplitVersion::V1alpha2)
     );
+    // No TrafficSplit CRD is not an error: l3 keeps running and looks again.
     let none = discovery_api(&[]);
-    let e = trafficsplit::discover_version(&none)
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("linkerd-smi"), "{e}");
+    assert_eq!(trafficsplit::discover_version(&none).await.unwrap(), None);
+    assert!(trafficsplit::CRD_MISSING.contains("linkerd-smi"));
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_named_and_linkerd_smi_is_not_blamed() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            send.send_error(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            ));
+        }
+    });
+    let client = kube::Client::new(svc, "default");
+    let e = trafficsplit::discover_version(&client).await.unwrap_err();
+    assert!(matches!(e, l3::operator::Error::Unreachable(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("cannot reach the Kubernetes API server") && !text.contains("linkerd-smi"),
+        "{text}"
+    );
 }

@@ -3,7 +3,9 @@
 //!
 //! Each write is a JSON merge patch carrying the resourceVersion it was computed from, bounded
 //! by a timeout and counted; a 409 Conflict is retried on a fresh read, a bounded number of
-//! times.
+//! times. Every write and every retry first takes a [`WritePermit`] from the replica's
+//! [`Leadership`]: no permit (not the leader, or the lease deadline passed), no request, and
+//! each request is cut off when the deadline comes.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 use tracing::{debug, instrument};
 
 use super::crd::{FINALIZER, LatencyPolicy, LatencyPolicyStatus};
+use super::leader::{Leadership, WritePermit};
 use super::metrics::Metrics;
 use super::trafficsplit::{self, ParsedSplit, SplitVersion, WeightForm};
 use super::{Error, Result};
@@ -41,10 +44,13 @@ pub struct Actuator {
     version: SplitVersion,
     metrics: Metrics,
     timeout: Duration,
+    leadership: Leadership,
 }
 
 impl Actuator {
-    /// An actuator writing TrafficSplits of `version`, each write bounded by `timeout`.
+    /// An actuator writing TrafficSplits of `version`, each write bounded by `timeout`. On its
+    /// own it writes unconditionally; [`super::controller::Operator::new`] ties it to the
+    /// replica's leadership with [`Actuator::with_leadership`].
     pub fn new(
         client: kube::Client,
         version: SplitVersion,
@@ -56,7 +62,14 @@ impl Actuator {
             version,
             metrics,
             timeout,
+            leadership: Leadership::always(),
         }
+    }
+
+    /// Write only while `leadership` allows it.
+    #[must_use]
+    pub fn with_leadership(self, leadership: Leadership) -> Self {
+        Self { leadership, ..self }
     }
 
     fn splits(&self, ns: &str) -> Api<DynamicObject> {
@@ -67,18 +80,26 @@ impl Actuator {
         Api::namespaced(self.client.clone(), ns)
     }
 
-    /// Run one API call under the timeout and count it.
+    /// Run one API write under the timeout and count it; refused without a request when this
+    /// replica may not write, and cut off at the leadership deadline (the write future is only
+    /// polled, i.e. sent, once the permit is held).
     async fn call<T>(
         &self,
         kind: &'static str,
         f: impl Future<Output = kube::Result<T>>,
     ) -> Result<T> {
+        let Some(permit) = self.leadership.write_permit() else {
+            return Err(Error::NotLeader(kind));
+        };
+        let limit = self.timeout.min(permit.remaining());
         let start = Instant::now();
-        let r = match tokio::time::timeout(self.timeout, f).await {
+        let r = match tokio::time::timeout(limit, f).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Error::Kube(e)),
+            Err(_) if limit < self.timeout => Err(Error::LeaseDeadline(kind)),
             Err(_) => Err(Error::Timeout(kind)),
         };
+        drop::<WritePermit>(permit);
         self.metrics
             .write(kind, r.is_ok(), start.elapsed().as_secs_f64());
         r

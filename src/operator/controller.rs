@@ -89,7 +89,8 @@ impl Operator {
     ) -> Self {
         Self {
             engine: Mutex::new(Engine::new(metrics.clone())),
-            actuator,
+            // Every write checks the same deadline the lease task keeps.
+            actuator: actuator.with_leadership(leadership.clone()),
             source,
             metrics,
             leadership,

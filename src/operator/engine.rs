@@ -36,6 +36,24 @@ pub const INVALID_SPEC_RECHECK_SECS: f64 = 5.0;
 pub trait SplitLookup: Send + Sync {
     /// The split `name` in namespace `ns`, if it exists.
     fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>>;
+
+    /// Why no split can exist at all (the cluster serves no TrafficSplit), if that is the case.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// The lookup while the cluster serves no TrafficSplit CRD: every target is missing.
+pub struct CrdMissing;
+
+impl SplitLookup for CrdMissing {
+    fn split(&self, _: &str, _: &str) -> Option<Arc<DynamicObject>> {
+        None
+    }
+
+    fn unavailable(&self) -> Option<&'static str> {
+        Some(trafficsplit::CRD_MISSING)
+    }
 }
 
 /// A reflector store of TrafficSplits.
@@ -121,6 +139,8 @@ struct Entry {
     filters: Option<crate::state::FilterSettings>,
     state: Option<SplitState>,
     next_due: f64,
+    /// The spec generation last planned: a new one makes the policy due at once.
+    generation: Option<i64>,
     failures: u32,
     interval: f64,
     written: Option<LatencyPolicyStatus>,
@@ -259,9 +279,11 @@ impl Engine {
         for p in live {
             let key = key_of(p);
             let entry = self.entries.entry(key.clone()).or_default();
-            if now + DUE_SLACK_SECS < entry.next_due {
+            let generation = p.meta().generation;
+            if now + DUE_SLACK_SECS < entry.next_due && entry.generation == generation {
                 continue;
             }
+            entry.generation = generation;
             let ns = key.0.clone();
             let target = p.spec.target_ref.name.clone();
             let settings = match p.spec.settings() {
@@ -309,6 +331,14 @@ impl Engine {
                 "NoConflict",
                 "no other policy targets this split",
             );
+            if let Some(why) = splits.unavailable() {
+                items.push(refuse(vec![
+                    no_conflict,
+                    Cond::new(TARGET_FOUND, false, "TrafficSplitCRDMissing", why),
+                    Cond::new(READY, false, "TrafficSplitCRDMissing", why),
+                ]));
+                continue;
+            }
             let Some(obj) = splits.split(&ns, &target) else {
                 let msg = format!("TrafficSplit {ns}/{target} not found");
                 items.push(refuse(vec![
@@ -806,5 +836,49 @@ mod tests {
         let ps = vec![new.clone(), Arc::new(gone.clone())];
         assert_eq!(owner(&ps, &gone).name_any(), "old");
         assert_eq!(owner(&ps, &new).name_any(), "new");
+    }
+
+    fn engine() -> Engine {
+        Engine::new(Metrics::new(&prometheus::Registry::new()).expect("metrics register"))
+    }
+
+    #[test]
+    fn a_new_generation_is_due_at_once() {
+        let mut e = engine();
+        let splits: HashMap<Key, Arc<DynamicObject>> = HashMap::new();
+        let mut policy = LatencyPolicy::clone(&p("a", "one", "web", 0));
+        policy.metadata.generation = Some(1);
+        let v1 = vec![Arc::new(policy.clone())];
+        assert_eq!(e.plan(1000.0, &v1, &splits).len(), 1);
+        assert_eq!(e.plan(1001.0, &v1, &splits).len(), 0, "not due yet");
+        policy.metadata.generation = Some(2);
+        let v2 = vec![Arc::new(policy)];
+        assert_eq!(
+            e.plan(1001.0, &v2, &splits).len(),
+            1,
+            "a spec change is due now"
+        );
+        assert_eq!(e.plan(1002.0, &v2, &splits).len(), 0);
+    }
+
+    #[test]
+    fn a_missing_trafficsplit_crd_is_reported_on_every_policy() {
+        let mut e = engine();
+        let ps = vec![p("a", "one", "web", 0), p("b", "two", "api", 0)];
+        let plan = e.plan(1000.0, &ps, &CrdMissing);
+        let decisions = e.decide(1000.0, plan, &Snapshot::default());
+        assert_eq!(decisions.len(), 2);
+        for d in decisions {
+            let c = d
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == TARGET_FOUND)
+                .expect("TargetFound is set");
+            assert_eq!(c.status, "False");
+            assert_eq!(c.reason, "TrafficSplitCRDMissing");
+            assert!(c.message.contains("linkerd-smi"), "{}", c.message);
+            assert!(d.write.is_none());
+        }
     }
 }

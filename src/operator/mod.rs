@@ -2,13 +2,18 @@
 //!
 //! Modules: [`crd`] (the LatencyPolicy API), [`trafficsplit`] (SMI TrafficSplit reading and
 //! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
-//! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`] (Lease election), [`metrics`] and
+//! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`]
+//! (Lease election and the write deadline), [`health`] (what `/readyz` reports), [`metrics`] and
 //! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source).
+//!
+//! This module owns the wiring: flags, the discovery of the TrafficSplit version (and running
+//! without it until it appears), one watch per resource and scope, and shutdown.
 
 pub mod actuator;
 pub mod controller;
 pub mod crd;
 pub mod engine;
+pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod server;
@@ -19,7 +24,6 @@ pub mod trafficsplit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -28,14 +32,16 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
-use tracing::{error, info};
+use tracing::{info, warn};
 
 use crate::source::SignalSource;
 use controller::Operator;
 use crd::LatencyPolicy;
 use engine::StoreLookup;
+use health::Readiness;
 use leader::{Leadership, LeaseSettings};
 use telemetry::LogFormat;
+use trafficsplit::SplitVersion;
 
 /// Errors of the operator.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +49,21 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
-    /// Finding the served TrafficSplit versions failed (is linkerd-smi installed?).
-    #[error("discovering split.smi-spec.io (is linkerd-smi installed?): {0}")]
+    /// The API server could not be reached at all (connection refused, DNS, TLS, timeout).
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(#[source] kube::Error),
+    /// The API server answered the discovery of split.smi-spec.io with an error.
+    #[error("discovering the split.smi-spec.io API group: {0}")]
     Discovery(#[source] kube::Error),
     /// An API call took longer than the timeout.
     #[error("{0} request timed out")]
     Timeout(&'static str),
+    /// A write was not started: this replica is not the leader, or its lease deadline passed.
+    #[error("{0} write not started: this replica does not hold the lease")]
+    NotLeader(&'static str),
+    /// A write was cut off at the leadership deadline.
+    #[error("{0} write cut off: the lease deadline passed before the API server answered")]
+    LeaseDeadline(&'static str),
     /// A write kept hitting 409 Conflict.
     #[error("write refused with 409 Conflict {0} times in a row")]
     Conflicts(usize),
@@ -80,9 +95,29 @@ pub enum Error {
     /// A watch stopped before listing its objects once.
     #[error("the {0} watch ended before its first list")]
     WatchEnded(&'static str),
+    /// The lease flags do not fit together.
+    #[error(transparent)]
+    Timing(#[from] leader::TimingError),
     /// The Prometheus source could not be set up (flags, credentials, CA file).
     #[error("prometheus source: {0}")]
     Source(#[from] crate::source::Error),
+}
+
+impl Error {
+    /// `e` as [`Error::Unreachable`] when the request never got an answer from the API server,
+    /// else as `answered`.
+    pub fn from_api(e: kube::Error, answered: fn(kube::Error) -> Self) -> Self {
+        if is_unreachable(&e) {
+            Self::Unreachable(e)
+        } else {
+            answered(e)
+        }
+    }
+}
+
+/// Whether a request failed before the API server answered it (transport, not API, errors).
+pub fn is_unreachable(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
 }
 
 /// Result of the operator.
@@ -100,8 +135,8 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, env = "L3_LEASE_NAME", default_value = "l3-operator")]
     pub lease_name: String,
-    /// Lease duration; the leader renews every third of it and stops writing after two thirds
-    /// without a renewal, e.g. `15s`.
+    /// Lease duration in whole seconds, at least `1s`, e.g. `15s`; the leader renews every third
+    /// of it and writes only until two thirds of it after its last confirmed renewal.
     #[arg(long, env = "L3_LEASE_DURATION", default_value = "15s")]
     pub lease_duration: String,
     /// Run without leader election (a single replica only).
@@ -126,8 +161,8 @@ pub struct RunArgs {
         value_delimiter = ','
     )]
     pub watch_namespaces: Vec<String>,
-    /// Timeout of every Kubernetes API write, e.g. `5s`; keep it below a third of the lease
-    /// duration.
+    /// Timeout of every Kubernetes API write, e.g. `4s`; must be below a third of the lease
+    /// duration (refused otherwise). A write is also cut off when leadership runs out.
     #[arg(long, env = "L3_API_TIMEOUT", default_value = "4s")]
     pub api_timeout: String,
 }
@@ -136,16 +171,46 @@ pub struct RunArgs {
 const TICK: Duration = Duration::from_secs(1);
 /// Reporter name of Events.
 const CONTROLLER_NAME: &str = "l3-operator";
+/// How often l3 looks again for a missing TrafficSplit CRD, and re-checks its own CRD and
+/// permissions for `/readyz`.
+pub const RECHECK: Duration = Duration::from_secs(30);
+/// Pause before asking again while the API server cannot be reached.
+const UNREACHABLE_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait at shutdown for the lease task to let the writes in flight finish and release
+/// the lease, on top of the lease duration they are bounded by.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
 
+/// A duration flag; `0s` parses (the caller says why it is too short).
 fn duration_flag(flag: &'static str, v: &str) -> Result<Duration> {
     crd::parse_duration(v)
         .ok()
-        .filter(|s| *s > 0.0)
-        .map(Duration::from_secs_f64)
+        .filter(|s| *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .ok_or_else(|| Error::Flag {
             flag,
             message: format!("{v:?} is not a duration, expected e.g. 5s or 600ms"),
         })
+}
+
+/// `--lease-duration` and `--api-timeout`, checked on their own and against each other.
+pub fn timing_flags(args: &RunArgs) -> Result<(Duration, Duration)> {
+    let lease_ttl = duration_flag("lease-duration", &args.lease_duration)?;
+    let api_timeout = duration_flag("api-timeout", &args.api_timeout)?;
+    if api_timeout.is_zero() {
+        return Err(Error::Flag {
+            flag: "api-timeout",
+            message: format!(
+                "{:?} leaves no time for any API call, expected e.g. 4s",
+                args.api_timeout
+            ),
+        });
+    }
+    if args.disable_leader_election {
+        leader::validate_lease(lease_ttl)?;
+    } else {
+        leader::validate_timing(lease_ttl, api_timeout)?;
+    }
+    Ok((lease_ttl, api_timeout))
 }
 
 /// Run the operator until a shutdown signal.
@@ -191,62 +256,213 @@ fn signal_source(
     Ok(Arc::new(PrometheusSource::new(config, registry)?))
 }
 
+/// What every phase of the operator shares.
+struct Shared {
+    client: kube::Client,
+    scopes: Vec<Option<String>>,
+    source: Arc<dyn SignalSource>,
+    metrics: metrics::Metrics,
+    leadership: Leadership,
+    holder: String,
+    api_timeout: Duration,
+    readiness: Arc<Readiness>,
+}
+
+/// Ask for the TrafficSplit version until the API server answers; `None` when it serves none.
+async fn discover(shared: &Shared) -> Option<SplitVersion> {
+    loop {
+        match trafficsplit::discover_version(&shared.client).await {
+            Ok(v) => {
+                shared.readiness.report("discovery", None);
+                return v;
+            }
+            Err(error) => {
+                let pause = if matches!(error, Error::Unreachable(_)) {
+                    UNREACHABLE_RETRY
+                } else {
+                    RECHECK
+                };
+                shared
+                    .readiness
+                    .report("discovery", Some(error.to_string()));
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// The operator for one TrafficSplit version (`None`: the CRD is missing). Returns only when
+/// the missing CRD appears (the caller starts again with it) or a watch ends. One LatencyPolicy
+/// controller and one TrafficSplit watch per scope: the split reflector fills the store the
+/// cycle reads and, through the same stream, triggers the controller.
+async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
+    let mut controllers = Vec::new();
+    let mut policy_stores = Vec::new();
+    let mut split_lookups = Vec::new();
+    for scope in &shared.scopes {
+        let client = shared.client.clone();
+        let papi: Api<LatencyPolicy> = match scope {
+            None => Api::all(client.clone()),
+            Some(ns) => Api::namespaced(client.clone(), ns),
+        };
+        let mut controller = Controller::new(papi, watcher::Config::default().any_semantic());
+        let store = controller.store();
+        if let Some(v) = version {
+            let ar = v.api_resource();
+            let sapi: Api<DynamicObject> = match scope {
+                None => Api::all_with(client, &ar),
+                Some(ns) => Api::namespaced_with(client, ns, &ar),
+            };
+            let writer = reflector::store::Writer::new(ar.clone());
+            split_lookups.push(StoreLookup {
+                store: writer.as_reader(),
+                resource: ar.clone(),
+            });
+            let splits = reflector::reflector(writer, watcher(sapi, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            let mapper_store = store.clone();
+            controller = controller.watches_stream_with(
+                splits,
+                move |split: DynamicObject| {
+                    engine::policies_for_split(&mapper_store.state(), &split)
+                },
+                ar,
+            );
+        }
+        policy_stores.push(store);
+        controllers.push(controller);
+    }
+    let lookup: Box<dyn engine::SplitLookup> = if version.is_some() {
+        Box::new(split_lookups.clone())
+    } else {
+        Box::new(engine::CrdMissing)
+    };
+    let recorder = Recorder::new(
+        shared.client.clone(),
+        Reporter {
+            controller: CONTROLLER_NAME.into(),
+            instance: Some(shared.holder.clone()),
+        },
+    );
+    // Without the CRD no split is read or written (the engine refuses every policy and a
+    // restore finds nothing), so the version the actuator is built with does not matter.
+    let actuator = actuator::Actuator::new(
+        shared.client.clone(),
+        version.unwrap_or(SplitVersion::V1alpha1),
+        shared.metrics.clone(),
+        shared.api_timeout,
+    );
+    let op = Arc::new(Operator::new(
+        actuator,
+        shared.source.clone(),
+        shared.metrics.clone(),
+        shared.leadership.clone(),
+        policy_stores.clone(),
+        lookup,
+        Some(recorder),
+    ));
+    // Dropping the set (a new phase, or shutdown) stops every controller of this phase.
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in controllers {
+        tasks.spawn(
+            c.run(controller::reconcile, controller::error_policy, op.clone())
+                .for_each(|r| async move {
+                    match r {
+                        Ok(_) => {}
+                        // error_policy has logged it, with the retry.
+                        Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                        Err(error) => warn!(%error, "LatencyPolicy controller or watch failed"),
+                    }
+                }),
+        );
+    }
+    let cycle = async {
+        for s in &policy_stores {
+            s.wait_until_ready()
+                .await
+                .map_err(|_| Error::WatchEnded("LatencyPolicy"))?;
+        }
+        for s in &split_lookups {
+            s.store
+                .wait_until_ready()
+                .await
+                .map_err(|_| Error::WatchEnded("TrafficSplit"))?;
+        }
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            op.cycle(now_secs()).await;
+            shared.readiness.cycle_done();
+        }
+    };
+    let rediscover = async {
+        if version.is_some() {
+            return std::future::pending().await;
+        }
+        loop {
+            warn!(
+                recheck_secs = RECHECK.as_secs(),
+                "{}; every policy reports TargetFound=False, l3 looks again periodically",
+                trafficsplit::CRD_MISSING
+            );
+            tokio::time::sleep(RECHECK).await;
+            if let Some(v) = discover(shared).await {
+                info!(version = v.as_str(), "the TrafficSplit CRD is now served");
+                return Ok(());
+            }
+        }
+    };
+    tokio::select! {
+        r = cycle => r,
+        r = rediscover => r,
+    }
+}
+
+/// Check every [`RECHECK`] what `/readyz` reports: the LatencyPolicy CRD and the permissions in
+/// each scope, and the Lease's.
+async fn check_forever(
+    client: kube::Client,
+    scopes: Vec<Option<String>>,
+    lease: Option<(String, String)>,
+    readiness: Arc<Readiness>,
+) {
+    loop {
+        for scope in &scopes {
+            let ns = scope.as_deref();
+            let at = ns.unwrap_or("*");
+            readiness.report(
+                &format!("latencypolicies {at}"),
+                health::check_policies(&client, ns).await,
+            );
+            readiness.report(
+                &format!("permissions {at}"),
+                health::check_access(&client, ns, None, health::SCOPE_NEEDS).await,
+            );
+        }
+        if let Some((ns, name)) = &lease {
+            readiness.report("lease", health::check_lease(&client, ns, name).await);
+            readiness.report(
+                "lease permissions",
+                health::check_access(&client, Some(ns), Some(name), health::LEASE_NEEDS).await,
+            );
+        }
+        tokio::time::sleep(RECHECK).await;
+    }
+}
+
 async fn run(args: RunArgs) -> Result<()> {
-    let lease_ttl = duration_flag("lease-duration", &args.lease_duration)?;
-    let api_timeout = duration_flag("api-timeout", &args.api_timeout)?;
+    let (lease_ttl, api_timeout) = timing_flags(&args)?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let source = signal_source(&args.prometheus, &registry)?;
     let client = kube::Client::try_default().await.map_err(Error::Kube)?;
-    let version = trafficsplit::discover_version(&client).await?;
-    let ar = version.api_resource();
-    info!(version = version.as_str(), "using TrafficSplit version");
-
     let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
         vec![None]
     } else {
         args.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    let mut controllers = Vec::new();
-    let mut policy_stores = Vec::new();
-    let mut split_lookups = Vec::new();
-    let mut split_watches = Vec::new();
-    for scope in &scopes {
-        let (papi, sapi): (Api<LatencyPolicy>, Api<DynamicObject>) = match scope {
-            None => (Api::all(client.clone()), Api::all_with(client.clone(), &ar)),
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced_with(client.clone(), ns, &ar),
-            ),
-        };
-        let controller = Controller::new(papi, watcher::Config::default().any_semantic());
-        let store = controller.store();
-        let mapper_store = store.clone();
-        let controller = controller.watches_with(
-            sapi.clone(),
-            ar.clone(),
-            watcher::Config::default(),
-            move |split: DynamicObject| engine::policies_for_split(&mapper_store.state(), &split),
-        );
-        let writer = reflector::store::Writer::new(ar.clone());
-        split_lookups.push(StoreLookup {
-            store: writer.as_reader(),
-            resource: ar.clone(),
-        });
-        split_watches.push(
-            reflector::reflector(writer, watcher(sapi, watcher::Config::default()))
-                .default_backoff()
-                .applied_objects()
-                .for_each(|r| async move {
-                    if let Err(error) = r {
-                        error!(%error, "trafficsplit watch failed");
-                    }
-                }),
-        );
-        policy_stores.push(store);
-        controllers.push(controller);
-    }
-
     let leadership = if args.disable_leader_election {
         Leadership::always()
     } else {
@@ -258,41 +474,8 @@ async fn run(args: RunArgs) -> Result<()> {
         .or_else(|| std::env::var("POD_NAME").ok())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("l3-{}", std::process::id()));
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: CONTROLLER_NAME.into(),
-            instance: Some(holder.clone()),
-        },
-    );
-    let op = Arc::new(Operator::new(
-        actuator::Actuator::new(client.clone(), version, metrics.clone(), api_timeout),
-        source,
-        metrics.clone(),
-        leadership.clone(),
-        policy_stores.clone(),
-        Box::new(split_lookups.clone()),
-        Some(recorder),
-    ));
-
-    let ready = Arc::new(AtomicBool::new(false));
-    let metrics_listener = bind(args.metrics_addr, "metrics").await?;
-    let probe_listener = bind(args.probe_addr, "probe").await?;
-    tokio::spawn(server::serve(
-        metrics_listener,
-        server::metrics_router(registry),
-    ));
-    tokio::spawn(server::serve(
-        probe_listener,
-        server::probe_router(ready.clone()),
-    ));
-    for w in split_watches {
-        tokio::spawn(w);
-    }
-    if args.disable_leader_election {
-        metrics.leader.set(1.0);
-    } else {
-        let lease_ns = args
+    let lease = (!args.disable_leader_election).then(|| {
+        let ns = args
             .lease_namespace
             .clone()
             .or_else(|| {
@@ -301,61 +484,94 @@ async fn run(args: RunArgs) -> Result<()> {
                     .map(|s| s.trim().to_owned())
             })
             .unwrap_or_else(|| "default".into());
-        tokio::spawn(leader::run(
-            client.clone(),
-            LeaseSettings {
-                namespace: lease_ns,
-                name: args.lease_name.clone(),
-                holder,
-                ttl: lease_ttl,
-            },
-            leadership,
-            metrics.clone(),
-        ));
-    }
-    for c in controllers {
-        let op = op.clone();
-        tokio::spawn(
-            c.run(controller::reconcile, controller::error_policy, op)
-                .for_each(|r| async move {
-                    if let Err(error) = r {
-                        tracing::debug!(%error, "controller event");
-                    }
-                }),
-        );
-    }
-    let loop_op = op.clone();
-    let loop_ready = ready.clone();
-    let cycle = async move {
-        for s in &policy_stores {
-            if s.wait_until_ready().await.is_err() {
-                return Err(Error::WatchEnded("LatencyPolicy"));
-            }
+        (ns, args.lease_name.clone())
+    });
+
+    let readiness = Arc::new(Readiness::default());
+    let metrics_listener = bind(args.metrics_addr, "metrics").await?;
+    let probe_listener = bind(args.probe_addr, "probe").await?;
+    tokio::spawn(server::serve(
+        metrics_listener,
+        server::metrics_router(registry),
+    ));
+    tokio::spawn(server::serve(
+        probe_listener,
+        server::probe_router(readiness.clone()),
+    ));
+    tokio::spawn(check_forever(
+        client.clone(),
+        scopes.clone(),
+        lease.clone(),
+        readiness.clone(),
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let election = match &lease {
+        None => {
+            metrics.leader.set(1.0);
+            None
         }
-        for s in &split_lookups {
-            if s.store.wait_until_ready().await.is_err() {
-                return Err(Error::WatchEnded("TrafficSplit"));
-            }
+        Some((namespace, name)) => {
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(leader::run(
+                client.clone(),
+                LeaseSettings {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    holder: holder.clone(),
+                    ttl: lease_ttl,
+                },
+                leadership.clone(),
+                metrics.clone(),
+                async move {
+                    // An error means the sender is gone, i.e. shutdown too.
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
         }
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    };
+    let shared = Shared {
+        client,
+        scopes,
+        source,
+        metrics,
+        leadership: leadership.clone(),
+        holder,
+        api_timeout,
+        readiness,
+    };
+    let work = async {
         loop {
-            tick.tick().await;
-            loop_op.cycle(now_secs()).await;
-            loop_ready.store(
-                loop_op.first_cycle_done.load(Ordering::Relaxed),
-                Ordering::Relaxed,
-            );
+            let version = discover(&shared).await;
+            match version {
+                Some(v) => info!(version = v.as_str(), "using TrafficSplit version"),
+                None => warn!("{}", trafficsplit::CRD_MISSING),
+            }
+            phase(&shared, version).await?;
         }
     };
     info!(metrics = %args.metrics_addr, probes = %args.probe_addr, "l3 operator started");
+    let mut work = std::pin::pin!(work);
     tokio::select! {
-        r = cycle => r,
-        _ = shutdown_signal() => {
-            info!("shutting down");
-            Ok(())
+        r = &mut work => return r,
+        () = shutdown_signal() => info!("shutting down: no new writes, releasing the lease"),
+    }
+    // Stop writing at once. The loop keeps running (it writes nothing now) so that the writes
+    // in flight finish rather than being dropped half-sent; the lease task waits for them,
+    // then releases the lease.
+    leadership.resign();
+    let _ = stop.send(true);
+    if let Some(task) = election {
+        let release = tokio::time::timeout(lease_ttl + RELEASE_GRACE, task);
+        tokio::select! {
+            r = release => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => warn!(%error, "the lease task failed"),
+                Err(_) => warn!("the lease task did not finish; the lease expires on its own"),
+            },
+            r = &mut work => return r,
         }
     }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,8 +1,8 @@
 //! HTTP endpoints: `/metrics` (Prometheus text format) on the metrics address, `/healthz`
-//! (alive) and `/readyz` (watches synced and first cycle done) on the probe address.
+//! (alive) and `/readyz` (no known problem, watches synced and first cycle done; otherwise 503
+//! with the reasons) on the probe address.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -11,6 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
+
+use super::health::Readiness;
 
 /// Router serving `/metrics` from `registry`.
 pub fn metrics_router(registry: Registry) -> Router {
@@ -32,21 +34,23 @@ async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
     }
 }
 
-/// Router serving `/healthz` and `/readyz`; ready once `ready` is set.
-pub fn probe_router(ready: Arc<AtomicBool>) -> Router {
+/// Router serving `/healthz` and `/readyz` from `readiness`.
+pub fn probe_router(readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(|State(r): State<Arc<AtomicBool>>| async move {
-                if r.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            get(|State(r): State<Arc<Readiness>>| async move {
+                match r.verdict() {
+                    Ok(()) => (StatusCode::OK, "ok".to_owned()),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
                 }
             }),
         )
-        .with_state(ready)
+        .with_state(readiness)
 }
 
 /// Serve `router` on `listener` until the task is dropped.

@@ -84,11 +84,22 @@ impl SplitVersion {
     }
 }
 
-/// Ask the API server which TrafficSplit versions it serves.
-pub async fn discover_version(client: &kube::Client) -> Result<SplitVersion, super::Error> {
-    let group: ApiGroup = kube::discovery::group(client, GROUP)
-        .await
-        .map_err(super::Error::Discovery)?;
+/// What a cluster says to l3 about TrafficSplit when it is missing: the condition message and
+/// the log line name the fix.
+pub const CRD_MISSING: &str = "the cluster serves no split.smi-spec.io TrafficSplit \
+    (v1alpha1 or v1alpha2): install linkerd-smi (or the SMI TrafficSplit CRD)";
+
+/// Ask the API server which TrafficSplit versions it serves; `None` when it serves none.
+/// A connection failure is reported as such ([`super::Error::Unreachable`]), never as a
+/// missing linkerd-smi.
+pub async fn discover_version(client: &kube::Client) -> Result<Option<SplitVersion>, super::Error> {
+    let group: ApiGroup = match kube::discovery::group(client, GROUP).await {
+        Ok(g) => g,
+        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(super::Error::from_api(e, super::Error::Discovery)),
+    };
     // Only versions that actually serve the TrafficSplit kind count.
     let versions: Vec<String> = group
         .versions()
@@ -100,7 +111,7 @@ pub async fn discover_version(client: &kube::Client) -> Result<SplitVersion, sup
         })
         .map(str::to_owned)
         .collect();
-    Ok(SplitVersion::choose(versions.iter().map(String::as_str))?)
+    Ok(SplitVersion::choose(versions.iter().map(String::as_str)).ok())
 }
 
 /// How a split spells its weights; l3 writes back in the same form.
