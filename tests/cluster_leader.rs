@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::cluster::{self, AuditEvent};
 use support::eventually;
-use support::fixture::{Backend, Fixture, INTERVAL, LEASE, Setup};
+use support::fixture::{API_TIMEOUT, Backend, Fixture, INTERVAL, LEASE, Setup};
 
 /// The loop's tick: a due policy waits for it at most this long, seconds.
 const TICK: f64 = 1.0;
@@ -114,7 +114,7 @@ async fn takeover_after_kill_and_sigterm_without_two_writers() {
 
     // The killed replica comes back as a follower; then SIGTERM the leader.
     let old_pod = f.replicas[leader].pod.clone();
-    let back = f.release.start(f.cp, &old_pod, &[]).await;
+    let back = f.release.start(f.cp, &old_pod, API_TIMEOUT).await;
     f.replicas[leader] = back;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let current = f.wait_leader().await;

@@ -291,6 +291,28 @@ async fn discover(shared: &Shared) -> Option<SplitVersion> {
     }
 }
 
+/// How often [`store_ready`] looks again.
+const STORE_READY_POLL: Duration = Duration::from_millis(200);
+
+/// Wait until a reflector store has listed once.
+///
+/// `Store::wait_until_ready` wakes only the waiter that polled last: readiness sits behind a
+/// oneshot channel, which keeps a single waker. The kube-runtime Controller waits on its own
+/// store too, so a second waiter on that store can sleep forever (seen against a real API server:
+/// the loop never started). Asking again every 200 ms registers this waiter anew each time.
+async fn store_ready<K>(store: &reflector::Store<K>) -> Result<(), reflector::store::WriterDropped>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(STORE_READY_POLL, store.wait_until_ready()).await {
+            Ok(r) => return r,
+            Err(_) => continue,
+        }
+    }
+}
+
 /// The operator for one TrafficSplit version (`None`: the CRD is missing). Returns only when
 /// the missing CRD appears (the caller starts again with it) or a watch ends. One LatencyPolicy
 /// controller and one TrafficSplit watch per scope: the split reflector fills the store the
@@ -379,13 +401,12 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
     }
     let cycle = async {
         for s in &policy_stores {
-            s.wait_until_ready()
+            store_ready(s)
                 .await
                 .map_err(|_| Error::WatchEnded("LatencyPolicy"))?;
         }
         for s in &split_lookups {
-            s.store
-                .wait_until_ready()
+            store_ready(&s.store)
                 .await
                 .map_err(|_| Error::WatchEnded("TrafficSplit"))?;
         }

@@ -22,6 +22,8 @@ pub const SPLIT: &str = "web";
 pub const INTERVAL: f64 = 2.0;
 /// Lease duration the tests install the chart with, seconds.
 pub const LEASE: f64 = 6.0;
+/// The short lease needs a write timeout under a third of it.
+pub const API_TIMEOUT: &[&str] = &["--api-timeout=1500ms"];
 /// Total RPS the mesh spreads over the backends by their weights.
 pub const TOTAL_RPS: f64 = 200.0;
 /// Annotation l3 records the original weights in.
@@ -135,7 +137,7 @@ impl Fixture {
 
     /// Start replica `l3-<i>`.
     pub async fn start_replica(&mut self, i: usize) {
-        let r = self.release.start(self.cp, &format!("l3-{i}"), &[]).await;
+        let r = self.release.start(self.cp, &format!("l3-{i}"), API_TIMEOUT).await;
         self.replicas.push(r);
     }
 
