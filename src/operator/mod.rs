@@ -130,6 +130,10 @@ pub struct RunArgs {
     /// duration.
     #[arg(long, env = "L3_API_TIMEOUT", default_value = "4s")]
     pub api_timeout: String,
+    /// How often a policy's status is refreshed when only its figures moved (filtered signals,
+    /// DryRun weights); condition, generation and weight-write changes are written at once.
+    #[arg(long, env = "L3_STATUS_INTERVAL", default_value = "30s")]
+    pub status_interval: String,
 }
 
 /// How often the control loop looks for due policies.
@@ -193,6 +197,7 @@ fn signal_source(
 async fn run(args: RunArgs) -> Result<()> {
     let lease_ttl = duration_flag("lease-duration", &args.lease_duration)?;
     let api_timeout = duration_flag("api-timeout", &args.api_timeout)?;
+    let status_interval = duration_flag("status-interval", &args.status_interval)?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let source = signal_source(&args.prometheus, &registry)?;
@@ -264,15 +269,18 @@ async fn run(args: RunArgs) -> Result<()> {
             instance: Some(holder.clone()),
         },
     );
-    let op = Arc::new(Operator::new(
-        actuator::Actuator::new(client.clone(), version, metrics.clone(), api_timeout),
-        source,
-        metrics.clone(),
-        leadership.clone(),
-        policy_stores.clone(),
-        Box::new(split_lookups.clone()),
-        Some(recorder),
-    ));
+    let op = Arc::new(
+        Operator::new(
+            actuator::Actuator::new(client.clone(), version, metrics.clone(), api_timeout),
+            source,
+            metrics.clone(),
+            leadership.clone(),
+            policy_stores.clone(),
+            Box::new(split_lookups.clone()),
+            Some(recorder),
+        )
+        .with_status_interval(status_interval),
+    );
 
     let ready = Arc::new(AtomicBool::new(false));
     let metrics_listener = bind(args.metrics_addr, "metrics").await?;
