@@ -41,8 +41,10 @@ pub const DUE_SLACK_SECS: f64 = 0.5;
 /// the invalid part, so the paper's default cycle is used.
 pub const INVALID_SPEC_RECHECK_SECS: f64 = 5.0;
 
-/// How long l3 leaves a split alone after another writer changed its weights.
-pub const FOREIGN_PAUSE_SECS: i64 = 300;
+/// How long l3 leaves a split alone after another writer changed its weights. Shorter than
+/// half of [`CONTEST_WINDOW_SECS`]: a writer that reverts each of l3's writes at once makes
+/// three changes within the window (at 0, ~2 and ~4 minutes) and is caught.
+pub const FOREIGN_PAUSE_SECS: i64 = 120;
 /// Window in which repeated foreign changes count as a tug-of-war.
 pub const CONTEST_WINDOW_SECS: i64 = 600;
 /// Foreign changes within [`CONTEST_WINDOW_SECS`] after which l3 stops writing the split until
@@ -175,6 +177,13 @@ fn contested_condition(state: &WriterState) -> Cond {
     }
 }
 
+/// Consecutive cycles a move beyond the hysteresis must persist before it is written: a
+/// single noisy sample crosses the hysteresis now and then, a real shift stays across.
+pub const CONFIRM_CYCLES: u32 = 3;
+/// A move of any share by more than this is written at once (a backend failing or slowing
+/// down sharply must not wait for confirmation).
+pub const URGENT_SHARE_CHANGE: f64 = 0.05;
+
 /// Where the control loop finds TrafficSplits (a reflector store in production).
 pub trait SplitLookup: Send + Sync {
     /// The split `name` in namespace `ns`, if it exists.
@@ -286,6 +295,8 @@ struct Entry {
     /// The resourceVersion a weights write was computed from, and the weights written: while
     /// the store still shows that version, our write is the truth (no second write on a lag).
     last_write: Option<LastWrite>,
+    /// Consecutive cycles that wanted a write (see [`CONFIRM_CYCLES`]).
+    pending: u32,
     /// The split as last parsed, by resourceVersion.
     split_cache: Option<(String, Arc<ParsedSplit>)>,
     last_conditions: Vec<(String, String)>,
@@ -923,10 +934,19 @@ fn run_one(
                             "WeightsComputed",
                             "weights are computed every interval",
                         ));
-                        if adopted
+                        let wanted = adopted
                             && alone
-                            && safety::worth_writing(&current, &limited_shares, settings.hysteresis)
-                        {
+                            && safety::worth_writing(
+                                &current,
+                                &limited_shares,
+                                settings.hysteresis,
+                            );
+                        entry.pending = if wanted { entry.pending + 1 } else { 0 };
+                        let urgent = current.len() != limited_shares.len()
+                            || safety::max_share_change(&current, &limited_shares)
+                                > URGENT_SHARE_CHANGE;
+                        if wanted && (urgent || entry.pending >= CONFIRM_CYCLES) {
+                            entry.pending = 0;
                             write = Some(WeightWrite {
                                 split_name,
                                 split: (*split).clone(),

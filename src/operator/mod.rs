@@ -3,7 +3,8 @@
 //! Modules: [`crd`] (the LatencyPolicy API), [`trafficsplit`] (SMI TrafficSplit reading and
 //! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
 //! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`] (Lease election), [`metrics`] and
-//! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source).
+//! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source),
+//! [`restore`] (`l3 restore --all`, for uninstalling).
 
 pub mod actuator;
 pub mod controller;
@@ -11,6 +12,7 @@ pub mod crd;
 pub mod engine;
 pub mod leader;
 pub mod metrics;
+pub mod restore;
 pub mod server;
 pub mod status;
 pub mod telemetry;
@@ -155,14 +157,18 @@ fn duration_flag(flag: &'static str, v: &str) -> Result<Duration> {
 /// Run the operator until a shutdown signal.
 pub fn main(args: &RunArgs) -> Result<()> {
     telemetry::init(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(run(args.clone()))
+}
+
+/// The multi-threaded runtime of the subcommands that talk to the API server.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Io {
             context: "starting the runtime".into(),
             source,
-        })?;
-    rt.block_on(run(args.clone()))
+        })
 }
 
 fn now_secs() -> f64 {
