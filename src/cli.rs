@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator: watch LatencyPolicies and keep their TrafficSplits' weights tuned.
     Run(Box<crate::operator::RunArgs>),
+    /// Put every adopted TrafficSplit's original weights back and release l3's finalizers
+    /// (for uninstalling l3 with LatencyPolicies left; run it once the operator has stopped).
+    Restore(crate::operator::restore::RestoreArgs),
     /// Print the LatencyPolicy CustomResourceDefinition as YAML.
     Crdgen,
     /// Replay a scenario through the L3 algorithm and compare p99 latency with round-robin and C3.
@@ -43,6 +46,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => Ok(crate::operator::main(&args)?),
+        Command::Restore(args) => Ok(crate::operator::restore::main(&args)?),
         Command::Crdgen => Ok(crate::operator::crdgen()?),
         Command::Simulate(args) => Ok(crate::sim::main(&args)?),
     }

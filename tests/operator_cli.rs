@@ -26,11 +26,21 @@ fn run_help_documents_every_flag_and_its_env_var() {
         ("--log-format", "L3_LOG_FORMAT"),
         ("--watch-namespace", "L3_WATCH_NAMESPACES"),
         ("--api-timeout", "L3_API_TIMEOUT"),
+        ("--status-interval", "L3_STATUS_INTERVAL"),
     ] {
         assert!(text.contains(flag), "{flag} missing:\n{text}");
         assert!(text.contains(env), "{env} missing:\n{text}");
     }
     assert!(text.contains("0.0.0.0:8080") && text.contains("0.0.0.0:8081"));
+}
+
+#[test]
+fn restore_insists_on_all() {
+    let out = l3(&["restore"], &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
+    let help = l3(&["restore", "--help"], &[]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--namespace"));
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! conflicts, status subresource). The fake has no watch, so the tests fill the reflector
 //! stores from the fake's contents and call the cycle and reconcile functions directly.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -19,7 +22,10 @@ use l3::operator::engine::StoreLookup;
 use l3::operator::leader::Leadership;
 use l3::operator::metrics::Metrics;
 use l3::operator::testing::{FixedSource, signals};
-use l3::operator::trafficsplit::{self, ORIGINAL_WEIGHTS_ANNOTATION, SplitVersion};
+use l3::operator::trafficsplit::{
+    self, APPLIED_WEIGHTS_ANNOTATION, FAILOVER_LABEL, ORIGINAL_WEIGHTS_ANNOTATION, SplitVersion,
+};
+use l3::source::{FetchFuture, Outcome, SignalRequest, SignalSource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -56,6 +62,50 @@ mod v1alpha2 {
 
 const NS: &str = "shop";
 
+/// Something to run inside the next fetch: between the cycle's plan and its writes.
+type Hook = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The fixed source, plus a hook run inside the next fetch and optional noise.
+struct Hooked {
+    inner: Arc<FixedSource>,
+    hook: Mutex<Option<Hook>>,
+    /// Relative noise on latency and RPS (0: none).
+    jitter: Mutex<f64>,
+    calls: AtomicU64,
+}
+
+impl SignalSource for Hooked {
+    fn fetch<'a>(&'a self, request: &'a SignalRequest) -> FetchFuture<'a> {
+        let hook = self.hook.lock().unwrap().take();
+        let jitter = *self.jitter.lock().unwrap();
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            if let Some(h) = hook {
+                h.await;
+            }
+            let mut snap = self.inner.fetch(request).await;
+            if jitter > 0.0 {
+                let mut n = call;
+                for g in &mut snap.groups {
+                    for s in g.values_mut() {
+                        for o in [&mut s.latency_secs, &mut s.rps] {
+                            // A fixed pseudo-random sequence in [-1, 1].
+                            n = n
+                                .wrapping_mul(6364136223846793005)
+                                .wrapping_add(1442695040888963407);
+                            let u = ((n >> 33) as f64 / (1u64 << 31) as f64) * 2.0 - 1.0;
+                            if let Outcome::Value(v) = o {
+                                *v *= 1.0 + jitter * u;
+                            }
+                        }
+                    }
+                }
+            }
+            snap
+        })
+    }
+}
+
 struct Harness {
     client: kube::Client,
     op: Arc<Operator>,
@@ -63,6 +113,7 @@ struct Harness {
     splits: Writer<DynamicObject>,
     version: SplitVersion,
     source: Arc<FixedSource>,
+    hooked: Arc<Hooked>,
     registry: prometheus::Registry,
 }
 
@@ -122,6 +173,12 @@ impl Harness {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::new(&registry).unwrap();
         let source = Arc::new(FixedSource::healthy());
+        let hooked = Arc::new(Hooked {
+            inner: source.clone(),
+            hook: Mutex::new(None),
+            jitter: Mutex::new(0.0),
+            calls: AtomicU64::new(0),
+        });
         let policies_w: Writer<LatencyPolicy> = Writer::default();
         let splits_w: Writer<DynamicObject> = Writer::new(version.api_resource());
         let op = Arc::new(Operator::new(
@@ -131,7 +188,7 @@ impl Harness {
                 metrics.clone(),
                 Duration::from_secs(5),
             ),
-            source.clone(),
+            hooked.clone(),
             metrics.clone(),
             leadership,
             vec![policies_w.as_reader()],
@@ -154,6 +211,7 @@ impl Harness {
             splits: splits_w,
             version,
             source,
+            hooked,
             registry,
         };
         h.sync().await;
@@ -232,6 +290,55 @@ impl Harness {
     async fn get_policy(&self, name: &str) -> LatencyPolicy {
         self.policy_api().get(name).await.unwrap()
     }
+
+    /// Run `hook` inside the next cycle's fetch: after the plan, before any write.
+    fn between_plan_and_write(&self, hook: impl Future<Output = ()> + Send + 'static) {
+        *self.hooked.hook.lock().unwrap() = Some(Box::pin(hook));
+    }
+
+    /// A merge patch of the split, as another writer would send it.
+    async fn patch_split(&self, name: &str, patch: Value) {
+        self.split_api()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+
+    /// Successful API writes of `kind` so far.
+    fn writes(&self, kind: &str) -> u64 {
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap();
+        let prefix = format!(r#"l3_api_writes_total{{kind="{kind}",result="success"}}"#);
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Events with `reason`.
+    async fn events(&self, reason: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), NS);
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+
+    /// The policy as the API server would hand it to reconcile once it is being deleted.
+    async fn deleting(&self, name: &str) -> Arc<LatencyPolicy> {
+        let mut p = self.get_policy(name).await;
+        p.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap(),
+        ));
+        Arc::new(p)
+    }
 }
 
 fn weights(s: &DynamicObject) -> Vec<(String, Value)> {
@@ -259,6 +366,15 @@ fn condition(p: &LatencyPolicy, type_: &str) -> Option<(String, String)> {
 
 fn annotation(s: &DynamicObject) -> Option<String> {
     s.annotations().get(ORIGINAL_WEIGHTS_ANNOTATION).cloned()
+}
+
+/// Twenty cycles from T0 that never write the split "web".
+async fn never_written(h: &mut Harness) {
+    let rv = h.get_split("web").await.resource_version();
+    for i in 0..20 {
+        assert_eq!(h.cycle(T0 + 5.0 * f64::from(i)).await, 0);
+    }
+    assert_eq!(h.get_split("web").await.resource_version(), rv);
 }
 
 fn fast_slow(h: &Harness) {
@@ -413,11 +529,7 @@ async fn dry_run_never_writes_the_split() {
     .await;
     fast_slow(&h);
     h.reconcile_all().await;
-    let rv = h.get_split("web").await.resource_version();
-    for i in 0..20 {
-        assert_eq!(h.cycle(T0 + 5.0 * f64::from(i)).await, 0);
-    }
-    assert_eq!(h.get_split("web").await.resource_version(), rv);
+    never_written(&mut h).await;
     let p = h.get_policy("p").await;
     assert!(p.finalizers().is_empty());
     assert_eq!(
@@ -828,5 +940,511 @@ async fn a_broken_policy_backs_off_and_never_stops_the_others() {
     assert_eq!(
         condition(&h.get_policy("p-web").await, "Ready").unwrap().0,
         "True"
+    );
+}
+
+/// One split "web" with `backends`, one enforcing policy "p" on it, reconciled; east fast and
+/// west slow.
+async fn one_split(version: SplitVersion, backends: &[(&str, Value)]) -> Harness {
+    let mut h = Harness::new(
+        version,
+        vec![split(version, "web", backends)],
+        vec![policy("p", "web", 0, |_| {})],
+        Leadership::always(),
+    )
+    .await;
+    fast_slow(&h);
+    h.reconcile_all().await;
+    h
+}
+
+fn deletion_restores(h: &Harness) -> impl Future<Output = ()> + Send + 'static {
+    let op = h.op.clone();
+    let api = h.policy_api();
+    async move {
+        let mut p = api.get("p").await.unwrap();
+        p.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).unwrap(),
+        ));
+        controller::reconcile(Arc::new(p), op).await.unwrap();
+    }
+}
+
+/// Converge a 1/3 v1alpha1 split, then make a write due (west gets slower).
+async fn tuned_with_a_write_due() -> (Harness, f64) {
+    let mut h = one_split(
+        SplitVersion::V1alpha1,
+        &[("web-east", json!("1")), ("web-west", json!("3"))],
+    )
+    .await;
+    let t = h.until_first_write(T0).await;
+    h.source.set("web-west", signals(2.0, 1.0, 100.0, 150.0));
+    (h, t)
+}
+
+fn assert_restored(s: &DynamicObject) {
+    assert_eq!(
+        weights(s),
+        vec![
+            ("web-east".into(), json!("1")),
+            ("web-west".into(), json!("3"))
+        ],
+        "the originals are back"
+    );
+    assert_eq!(annotation(s), None, "and l3's record is gone");
+    assert!(!s.annotations().contains_key(APPLIED_WEIGHTS_ANNOTATION));
+}
+
+#[tokio::test]
+async fn a_deletion_between_plan_and_write_is_final() {
+    let (mut h, t) = tuned_with_a_write_due().await;
+    h.between_plan_and_write(deletion_restores(&h));
+    let out = h.op.cycle(t + 5.0).await;
+    assert!(!out.iter().any(|(_, o)| o.weights_written), "{out:?}");
+    assert_restored(&h.get_split("web").await);
+    assert!(h.get_policy("p").await.finalizers().is_empty());
+    // The stores catch up; nothing ever writes the split again.
+    h.sync().await;
+    for i in 2..6 {
+        assert_eq!(h.cycle(t + 5.0 * f64::from(i)).await, 0);
+    }
+    assert_restored(&h.get_split("web").await);
+}
+
+#[tokio::test]
+async fn a_switch_to_dry_run_between_plan_and_write_is_final() {
+    let (mut h, t) = tuned_with_a_write_due().await;
+    let op = h.op.clone();
+    let api = h.policy_api();
+    h.between_plan_and_write(async move {
+        let p = api
+            .patch(
+                "p",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"mode": "DryRun"}})),
+            )
+            .await
+            .unwrap();
+        controller::reconcile(Arc::new(p), op).await.unwrap();
+    });
+    // The stores still show the policy enforcing: only the lock and the retired mark stop
+    // the write planned before the switch.
+    h.op.cycle(t + 5.0).await;
+    assert_restored(&h.get_split("web").await);
+    h.sync().await;
+    assert_eq!(h.cycle(t + 10.0).await, 0);
+    assert_restored(&h.get_split("web").await);
+}
+
+#[tokio::test]
+async fn a_write_that_meets_someone_elses_restore_gives_up() {
+    // Someone else (an operator running `l3 restore`, a human) restores the split between
+    // plan and write: the write gets a 409, and the fresh read has no record of l3's, so it
+    // must not be written again, let alone re-adopted.
+    let (mut h, t) = tuned_with_a_write_due().await;
+    let api = h.split_api();
+    h.between_plan_and_write(async move {
+        api.patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({
+                "metadata": {"annotations": {
+                    ORIGINAL_WEIGHTS_ANNOTATION: null, APPLIED_WEIGHTS_ANNOTATION: null}},
+                "spec": {"backends": [
+                    {"service": "web-east", "weight": "1"},
+                    {"service": "web-west", "weight": "3"}]}
+            })),
+        )
+        .await
+        .unwrap();
+    });
+    let out = h.op.cycle(t + 5.0).await;
+    assert!(!out[0].1.weights_written && !out[0].1.failed, "{out:?}");
+    assert_restored(&h.get_split("web").await);
+    h.sync().await;
+}
+
+#[tokio::test]
+async fn a_foreign_change_is_adopted_with_an_event_and_a_pause() {
+    let mut h = one_split(
+        SplitVersion::V1alpha2,
+        &[("web-east", json!(500)), ("web-west", json!(500))],
+    )
+    .await;
+    let t = h.until_first_write(T0).await;
+    // A user drains web-east (the fast one: l3 would never do that).
+    let west = weights(&h.get_split("web").await)[1].1.clone();
+    h.patch_split(
+        "web",
+        json!({"spec": {"backends": [
+            {"service": "web-east", "weight": 0}, {"service": "web-west", "weight": west}]}}),
+    )
+    .await;
+    h.sync().await;
+    let mut written = 0;
+    for i in 1..20 {
+        written += h.cycle(t + 5.0 * f64::from(i)).await;
+    }
+    assert_eq!(written, 0, "l3 pauses instead of undoing the drain");
+    let after = h.get_split("web").await;
+    assert_eq!(weights(&after)[0].1, json!(0), "the drain stands");
+    assert_eq!(
+        annotation(&after).as_deref(),
+        Some(r#"{"web-east":0,"web-west":500}"#),
+        "the drain is the new original of web-east, web-west keeps its own"
+    );
+    let ev = h.events("ForeignWeights").await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        condition(&h.get_policy("p").await, "Contested"),
+        Some(("False".into(), "PausedAfterForeignChange".into()))
+    );
+    // After the pause l3 tunes again (web-east gets its minimum share back at least).
+    let mut resumed = 0;
+    for i in 30..50 {
+        resumed += h.cycle(t + 5.0 * f64::from(i)).await;
+    }
+    assert!(resumed > 0, "tuning resumes after the pause");
+    assert_eq!(
+        condition(&h.get_policy("p").await, "Contested"),
+        Some(("False".into(), "NoForeignWriter".into()))
+    );
+    // Deleting the policy restores what the user set, not what l3 first found.
+    let p = h.deleting("p").await;
+    controller::reconcile(p, h.op.clone()).await.unwrap();
+    assert_eq!(
+        weights(&h.get_split("web").await),
+        vec![
+            ("web-east".into(), json!(0)),
+            ("web-west".into(), json!(500))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_tug_of_war_sets_contested_until_the_spec_changes() {
+    let mut h = one_split(
+        SplitVersion::V1alpha2,
+        &[("web-east", json!(500)), ("web-west", json!(500))],
+    )
+    .await;
+    // A GitOps tool with self-heal puts 500/500 back after every write of l3's.
+    let git = json!({"spec": {"backends": [
+        {"service": "web-east", "weight": 500}, {"service": "web-west", "weight": 500}]}});
+    let mut reverts = 0;
+    let mut t = T0;
+    while t < T0 + 1200.0 {
+        if h.cycle(t).await > 0 {
+            h.patch_split("web", git.clone()).await;
+            h.sync().await;
+            reverts += 1;
+        }
+        t += 5.0;
+    }
+    assert_eq!(reverts, 3, "l3 wrote three times, then stopped");
+    let p = h.get_policy("p").await;
+    assert_eq!(
+        condition(&p, "Contested"),
+        Some(("True".into(), "RepeatedForeignChanges".into()))
+    );
+    assert_eq!(
+        weights(&h.get_split("web").await),
+        vec![
+            ("web-east".into(), json!(500)),
+            ("web-west".into(), json!(500))
+        ]
+    );
+    assert_eq!(
+        annotation(&h.get_split("web").await).as_deref(),
+        Some(r#"{"web-east":500,"web-west":500}"#),
+        "the other writer's weights are the originals"
+    );
+    // A new spec (new generation) lets l3 try again.
+    let mut p = p;
+    p.spec.hysteresis = 0.02;
+    p.metadata.generation = Some(2);
+    p.metadata.managed_fields = None;
+    h.policy_api()
+        .replace("p", &Default::default(), &p)
+        .await
+        .unwrap();
+    h.sync().await;
+    let mut written = 0;
+    for i in 0..20 {
+        written += h.cycle(t + 5.0 * f64::from(i)).await;
+    }
+    assert!(written > 0, "writes resume under the new generation");
+    assert_eq!(
+        condition(&h.get_policy("p").await, "Contested").unwrap().0,
+        "False"
+    );
+}
+
+#[tokio::test]
+async fn a_split_controlled_by_linkerd_failover_is_refused() {
+    let mut h = one_split(
+        SplitVersion::V1alpha2,
+        &[("web-east", json!(500)), ("web-west", json!(500))],
+    )
+    .await;
+    h.patch_split(
+        "web",
+        json!({"metadata": {"labels": {FAILOVER_LABEL: "linkerd-failover"}}}),
+    )
+    .await;
+    h.sync().await;
+    never_written(&mut h).await;
+    let p = h.get_policy("p").await;
+    assert_eq!(
+        condition(&p, "Conflict"),
+        Some(("True".into(), "ControlledByFailover".into()))
+    );
+    assert_eq!(condition(&p, "Ready").unwrap().0, "False");
+}
+
+#[tokio::test]
+async fn every_quantity_is_a_weight_and_is_restored_as_spelled() {
+    let originals = [
+        ("web-east", json!("1k")),
+        ("web-west", json!("1e3")),
+        ("web-central", json!("+1000")),
+    ];
+    let mut h = one_split(SplitVersion::V1alpha1, &originals).await;
+    h.source.set("web-central", signals(0.40, 1.0, 100.0, 40.0));
+    h.until_first_write(T0).await;
+    let p = h.get_policy("p").await;
+    assert_eq!(condition(&p, "TargetFound").unwrap().0, "True");
+    let tuned = weights(&h.get_split("web").await);
+    assert_ne!(tuned[0].1, json!("1k"));
+    controller::reconcile(h.deleting("p").await, h.op.clone())
+        .await
+        .unwrap();
+    let restored = weights(&h.get_split("web").await);
+    let expected: Vec<(String, Value)> = originals
+        .iter()
+        .map(|(s, w)| ((*s).to_owned(), w.clone()))
+        .collect();
+    assert_eq!(restored, expected);
+}
+
+#[tokio::test]
+async fn changing_the_target_restores_the_old_split_first() {
+    let web = split(
+        SplitVersion::V1alpha2,
+        "web",
+        &[("web-east", json!(1)), ("web-west", json!(3))],
+    );
+    let api = split(
+        SplitVersion::V1alpha2,
+        "api",
+        &[("web-east", json!(2)), ("web-west", json!(2))],
+    );
+    let mut h = Harness::new(
+        SplitVersion::V1alpha2,
+        vec![web, api],
+        vec![policy("p", "web", 0, |_| {})],
+        Leadership::always(),
+    )
+    .await;
+    fast_slow(&h);
+    h.reconcile_all().await;
+    let t = h.until_first_write(T0).await;
+    assert!(annotation(&h.get_split("web").await).is_some());
+    h.policy_api()
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"targetRef": {"kind": "TrafficSplit", "name": "api"}}})),
+        )
+        .await
+        .unwrap();
+    h.sync().await;
+    // A cycle before reconcile must not write the new target: the finalizer covers the old.
+    for i in 1..4 {
+        assert_eq!(h.cycle(t + 5.0 * f64::from(i)).await, 0);
+    }
+    h.reconcile_all().await;
+    let old = h.get_split("web").await;
+    assert_eq!(
+        weights(&old),
+        vec![("web-east".into(), json!(1)), ("web-west".into(), json!(3))]
+    );
+    assert_eq!(annotation(&old), None);
+    let p = h.get_policy("p").await;
+    assert_eq!(p.adopted_target().as_deref(), Some("api"));
+    h.until_first_write(t + 20.0).await;
+    assert_eq!(
+        annotation(&h.get_split("api").await).as_deref(),
+        Some(r#"{"web-east":2,"web-west":2}"#)
+    );
+}
+
+#[tokio::test]
+async fn a_backend_added_after_adoption_is_restored_on_the_original_scale() {
+    let mut h = one_split(
+        SplitVersion::V1alpha1,
+        &[("web-east", json!("1")), ("web-west", json!("1"))],
+    )
+    .await;
+    h.source.set("web-central", signals(0.40, 1.0, 100.0, 40.0));
+    let t = h.until_first_write(T0).await;
+    // Someone adds web-central at 300 next to l3's weights (which sum to 1000).
+    let mut backends = h.get_split("web").await.data["spec"]["backends"].clone();
+    backends
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"service": "web-central", "weight": "300"}));
+    h.patch_split("web", json!({"spec": {"backends": backends}}))
+        .await;
+    h.sync().await;
+    for i in 1..10 {
+        h.cycle(t + 5.0 * f64::from(i)).await;
+    }
+    assert_eq!(
+        h.events("BackendsChanged").await.len(),
+        1,
+        "the new backend is noticed"
+    );
+    controller::reconcile(h.deleting("p").await, h.op.clone())
+        .await
+        .unwrap();
+    let restored = weights(&h.get_split("web").await);
+    assert_eq!(
+        restored,
+        vec![
+            ("web-east".into(), json!("1")),
+            ("web-west".into(), json!("1")),
+            ("web-central".into(), json!("600m")),
+        ],
+        "web-central keeps the 300-in-1300 share its writer gave it, on the 1/1 scale"
+    );
+}
+
+#[tokio::test]
+async fn a_finalizer_never_blocks_on_a_split_that_cannot_be_restored() {
+    let gone = split(
+        SplitVersion::V1alpha2,
+        "gone",
+        &[("web-east", json!(1)), ("web-west", json!(3))],
+    );
+    let mut broken = split(
+        SplitVersion::V1alpha2,
+        "broken",
+        &[("web-east", json!(1)), ("web-west", json!(3))],
+    );
+    broken.metadata.annotations = Some(
+        [(
+            ORIGINAL_WEIGHTS_ANNOTATION.to_owned(),
+            "{web-east: 1, web-west: 3".to_owned(),
+        )]
+        .into(),
+    );
+    let refused = split(
+        SplitVersion::V1alpha2,
+        "refused",
+        &[("web-east", json!(1)), ("web-west", json!(3))],
+    );
+    // The API server refuses the restore of "refused" (422) for good.
+    let builder = ClientBuilder::new().with_interceptor_funcs(
+        kube_fake_client::interceptor::Funcs::new().patch(|ctx| {
+            if ctx.name == "refused"
+                && ctx.patch["metadata"]["annotations"].is_object()
+                && ctx.patch["metadata"]["annotations"][ORIGINAL_WEIGHTS_ANNOTATION].is_null()
+                && ctx.patch["spec"].is_object()
+            {
+                return Err(kube_fake_client::Error::InvalidRequest(
+                    "spec.backends[0].weight: Invalid value".into(),
+                ));
+            }
+            Ok(None)
+        }),
+    );
+    let mut h = Harness::new_with(
+        SplitVersion::V1alpha2,
+        vec![gone, broken, refused],
+        vec![
+            policy("p-gone", "gone", 0, |_| {}),
+            policy("p-broken", "broken", 1, |_| {}),
+            policy("p-refused", "refused", 2, |_| {}),
+        ],
+        Leadership::always(),
+        builder,
+    )
+    .await;
+    fast_slow(&h);
+    h.reconcile_all().await;
+    let mut t = T0;
+    while annotation(&h.get_split("refused").await).is_none() {
+        h.cycle(t).await;
+        t += 5.0;
+        assert!(t < T0 + 200.0, "refused was never adopted");
+    }
+    h.split_api()
+        .delete("gone", &Default::default())
+        .await
+        .unwrap();
+    for name in ["p-gone", "p-broken", "p-refused"] {
+        assert!(
+            h.get_policy(name)
+                .await
+                .finalizers()
+                .contains(&FINALIZER.to_string()),
+            "{name}"
+        );
+        controller::reconcile(h.deleting(name).await, h.op.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            h.get_policy(name).await.finalizers().is_empty(),
+            "{name}: the finalizer is released"
+        );
+    }
+    let ev = h.events("OriginalsNotRestored").await;
+    assert_eq!(ev.len(), 2, "broken and refused: {ev:?}");
+    let notes: Vec<String> = ev.iter().filter_map(|e| e.note.clone()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("TrafficSplit broken") && n.contains("{web-east: 1, web-west: 3")),
+        "the Event carries the originals as found: {notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("TrafficSplit refused") && n.contains(r#""web-east":1"#)),
+        "{notes:?}"
+    );
+}
+
+#[tokio::test]
+async fn noisy_signals_make_at_most_two_writes_per_policy_per_minute() {
+    let backends = [("web-east", json!(500)), ("web-west", json!(500))];
+    let mut h = one_split(SplitVersion::V1alpha2, &backends).await;
+    h.source.set("web-east", signals(0.05, 1.0, 100.0, 5.0));
+    h.source.set("web-west", signals(0.08, 1.0, 100.0, 8.0));
+    *h.hooked.jitter.lock().unwrap() = 0.03;
+    // Converge for five minutes.
+    let mut t = T0;
+    while t < T0 + 300.0 {
+        h.cycle(t).await;
+        t += 5.0;
+    }
+    let before = h.writes("weights") + h.writes("status");
+    let rv = |p: &LatencyPolicy| p.resource_version().unwrap().parse::<u64>().unwrap();
+    let status_before = rv(&h.get_policy("p").await);
+    while t < T0 + 900.0 {
+        h.cycle(t).await;
+        t += 5.0;
+    }
+    let writes = h.writes("weights") + h.writes("status") - before;
+    assert!(
+        writes <= 20,
+        "{writes} writes in 10 minutes of steady, noisy signals ({} weights in all)",
+        h.writes("weights")
+    );
+    assert!(
+        rv(&h.get_policy("p").await) > status_before,
+        "the status is still refreshed"
     );
 }

@@ -8,10 +8,11 @@ use http::{Request, Response, StatusCode};
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher;
 use l3::operator::actuator::Actuator;
-use l3::operator::controller::Operator;
+use l3::operator::controller::{self, Operator};
 use l3::operator::crd::{FINALIZER, LatencyPolicy, LatencyPolicySpec};
 use l3::operator::engine::StoreLookup;
 use l3::operator::leader::Leadership;
@@ -28,6 +29,25 @@ struct Seen {
     body: Value,
 }
 
+/// Read a request and log it.
+async fn record(req: Request<Body>, log: &Mutex<Vec<Seen>>) -> Seen {
+    let method = req.method().to_string();
+    let uri = req.uri().to_string();
+    let bytes = req
+        .into_body()
+        .collect_bytes()
+        .await
+        .unwrap_or_default()
+        .to_vec();
+    let seen = Seen {
+        method,
+        uri,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    log.lock().unwrap().push(seen.clone());
+    seen
+}
+
 /// A scripted API server: records every request and answers it like the API server would.
 fn mock_api(
     split: DynamicObject,
@@ -41,20 +61,7 @@ fn mock_api(
         let mut conflicts_left = conflicts;
         let mut split = split;
         while let Some((req, send)) = handle.next_request().await {
-            let method = req.method().to_string();
-            let uri = req.uri().to_string();
-            let bytes = req
-                .into_body()
-                .collect_bytes()
-                .await
-                .unwrap_or_default()
-                .to_vec();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            log.lock().unwrap().push(Seen {
-                method: method.clone(),
-                uri: uri.clone(),
-                body: body.clone(),
-            });
+            let Seen { method, uri, .. } = record(req, &log).await;
             let (code, reply) = if uri.contains("/trafficsplits/") && method == "PATCH" {
                 if conflicts_left > 0 {
                     conflicts_left -= 1;
@@ -97,6 +104,17 @@ fn setup(
     leadership: Leadership,
     conflicts: usize,
 ) -> Setup {
+    setup_with(version, weights, leadership, conflicts, &[])
+}
+
+/// [`setup`] with annotations on the split.
+fn setup_with(
+    version: SplitVersion,
+    weights: [Value; 2],
+    leadership: Leadership,
+    conflicts: usize,
+    annotations: &[(&str, &str)],
+) -> Setup {
     let mut split = trafficsplit::object(
         version,
         "shop",
@@ -107,6 +125,11 @@ fn setup(
         ],
     );
     split.metadata.resource_version = Some("100".into());
+    for (k, v) in annotations {
+        split
+            .annotations_mut()
+            .insert((*k).to_owned(), (*v).to_owned());
+    }
     let mut policy = LatencyPolicy::new("p", LatencyPolicySpec::for_split("web"));
     policy.metadata.namespace = Some("shop".into());
     policy.metadata.generation = Some(3);
@@ -201,7 +224,10 @@ async fn v1alpha1_patch_body_is_exact_and_keeps_the_quantity_form() {
         json!({
             "metadata": {
                 "resourceVersion": "100",
-                "annotations": {"l3.dev/original-weights": r#"{"web-east":"500m","web-west":"500m"}"#}
+                "annotations": {
+                    "l3.dev/original-weights": r#"{"web-east":"500m","web-west":"500m"}"#,
+                    "l3.dev/applied-weights": format!(r#"{{"web-east":"{}m","web-west":"{}m"}}"#, w[0], w[1]),
+                }
             },
             "spec": {"backends": [
                 {"service": "web-east", "weight": format!("{}m", w[0])},
@@ -243,7 +269,10 @@ async fn v1alpha2_patch_body_is_exact_with_integer_weights() {
         json!({
             "metadata": {
                 "resourceVersion": "100",
-                "annotations": {"l3.dev/original-weights": r#"{"web-east":1,"web-west":1}"#}
+                "annotations": {
+                    "l3.dev/original-weights": r#"{"web-east":1,"web-west":1}"#,
+                    "l3.dev/applied-weights": format!(r#"{{"web-east":{},"web-west":{}}}"#, w[0], w[1]),
+                }
             },
             "spec": {"backends": [
                 {"service": "web-east", "weight": w[0]},
@@ -255,11 +284,20 @@ async fn v1alpha2_patch_body_is_exact_with_integer_weights() {
 
 #[tokio::test]
 async fn a_409_is_retried_on_a_fresh_read() {
-    let s = setup(
+    // A split l3 adopted earlier (a 409 on the very first, adopting write is not retried: the
+    // fresh read carries no record, and a retry must never adopt).
+    let s = setup_with(
         SplitVersion::V1alpha2,
         [json!(500), json!(500)],
         Leadership::always(),
         1,
+        &[
+            ("l3.dev/original-weights", r#"{"web-east":1,"web-west":1}"#),
+            (
+                "l3.dev/applied-weights",
+                r#"{"web-east":500,"web-west":500}"#,
+            ),
+        ],
     );
     let seen = until_split_write(&s).await;
     let split_reqs: Vec<(String, Value)> = seen
@@ -280,6 +318,123 @@ async fn a_409_is_retried_on_a_fresh_read() {
             ("PATCH".into(), json!("101")),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_409_on_the_adopting_write_is_not_retried() {
+    let s = setup(
+        SplitVersion::V1alpha2,
+        [json!(500), json!(500)],
+        Leadership::always(),
+        1,
+    );
+    let seen = until_split_write(&s).await;
+    let split_reqs: Vec<String> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/trafficsplits/"))
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(split_reqs, ["PATCH", "GET"], "no second, adopting PATCH");
+}
+
+/// An API server that forbids every TrafficSplit request (l3's RoleBinding went with a
+/// terminating namespace) and accepts policy patches and Events.
+fn forbidding_api(policy: LatencyPolicy) -> (kube::Client, Arc<Mutex<Vec<Seen>>>) {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let Seen { uri, body, .. } = record(req, &log).await;
+            let (code, reply) = if uri.contains("/trafficsplits/") {
+                (
+                    StatusCode::FORBIDDEN,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "Forbidden", "code": 403,
+                           "message": "trafficsplits is forbidden"}),
+                )
+            } else if uri.contains("/events") {
+                (StatusCode::CREATED, body)
+            } else {
+                (StatusCode::OK, serde_json::to_value(&policy).unwrap())
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(svc, "default"), seen)
+}
+
+#[tokio::test]
+async fn a_forbidden_split_releases_the_finalizer_with_the_originals_in_an_event() {
+    let mut policy = LatencyPolicy::new("p", LatencyPolicySpec::for_split("web"));
+    policy.metadata.namespace = Some("shop".into());
+    policy.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    policy.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+    let (client, seen) = forbidding_api(policy.clone());
+    // The store still has the split as last watched, with its originals.
+    let mut split = trafficsplit::object(
+        SplitVersion::V1alpha2,
+        "shop",
+        "web",
+        &[("web-east", json!(700)), ("web-west", json!(300))],
+    );
+    split.annotations_mut().insert(
+        "l3.dev/original-weights".into(),
+        r#"{"web-east":1,"web-west":3}"#.into(),
+    );
+    let mut sw: Writer<DynamicObject> = Writer::new(SplitVersion::V1alpha2.api_resource());
+    sw.apply_watcher_event(&watcher::Event::Apply(split));
+    let mut pw: Writer<LatencyPolicy> = Writer::default();
+    pw.apply_watcher_event(&watcher::Event::Apply(policy.clone()));
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let op = Arc::new(Operator::new(
+        Actuator::new(
+            client.clone(),
+            SplitVersion::V1alpha2,
+            metrics.clone(),
+            Duration::from_secs(5),
+        ),
+        Arc::new(FixedSource::healthy()),
+        metrics,
+        Leadership::always(),
+        vec![pw.as_reader()],
+        Box::new(StoreLookup {
+            store: sw.as_reader(),
+            resource: SplitVersion::V1alpha2.api_resource(),
+        }),
+        Some(Recorder::new(
+            client,
+            Reporter {
+                controller: "l3-test".into(),
+                instance: None,
+            },
+        )),
+    ));
+    controller::reconcile(Arc::new(policy), op)
+        .await
+        .expect("a 403 does not block the deletion");
+    let seen = seen.lock().unwrap().clone();
+    let release = seen
+        .iter()
+        .find(|r| r.uri.contains("/latencypolicies/p?"))
+        .unwrap_or_else(|| panic!("the finalizer is released: {seen:?}"));
+    assert_eq!(release.body["metadata"]["finalizers"], json!([]));
+    let event = seen
+        .iter()
+        .find(|r| r.uri.contains("/events"))
+        .unwrap_or_else(|| panic!("an Event is recorded: {seen:?}"));
+    assert_eq!(event.body["reason"], "OriginalsNotRestored");
+    let note = event.body["note"].as_str().unwrap();
+    assert!(note.contains(r#"{"web-east":1,"web-west":3}"#), "{note}");
+    assert!(note.contains("403"), "{note}");
 }
 
 #[tokio::test]

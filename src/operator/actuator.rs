@@ -1,11 +1,15 @@
 //! Every write l3 makes to the API server: TrafficSplit weights (adopting the split on the
-//! first write), restoring the original weights, the policy's finalizer and its status.
+//! first write), adopting another writer's weights, restoring the original weights, the
+//! policy's finalizer and its status.
 //!
 //! Each write is a JSON merge patch carrying the resourceVersion it was computed from, bounded
 //! by a timeout and counted; a 409 Conflict is retried on a fresh read, a bounded number of
 //! times. Every write and every retry first takes a [`WritePermit`] from the replica's
 //! [`Leadership`]: no permit (not the leader, or the lease deadline passed), no request, and
-//! each request is cut off when the deadline comes.
+//! each request is cut off when the deadline comes. A retry happens only if the fresh read
+//! shows that l3 still owns the weights (its original-weights record is there and nobody else
+//! changed them), and it never adopts a split: a split that lost its record was restored
+//! meanwhile, and writing it again would undo the restore.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,10 +19,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{debug, instrument};
 
-use super::crd::{FINALIZER, LatencyPolicy, LatencyPolicyStatus};
+use super::crd::{ADOPTED_TARGET_ANNOTATION, FINALIZER, LatencyPolicy, LatencyPolicyStatus};
+use super::engine::Adoption;
 use super::leader::{Leadership, WritePermit};
 use super::metrics::Metrics;
-use super::trafficsplit::{self, ParsedSplit, SplitVersion, WeightForm};
+use super::trafficsplit::{
+    self, ORIGINAL_WEIGHTS_ANNOTATION, ParsedSplit, SplitVersion, WeightForm,
+};
 use super::{Error, Result};
 
 /// Field manager of every l3 write.
@@ -35,6 +42,29 @@ pub enum WriteOutcome {
     BackendsChanged,
     /// The fresh read already had these weights (our own earlier write): nothing to do.
     AlreadySet,
+    /// The split lost l3's original-weights record meanwhile (it was restored): l3 gives up.
+    Restored,
+    /// Another writer changed the weights meanwhile: the next cycle adopts them.
+    ForeignChange,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The original weights are back and l3's records are gone.
+    Restored,
+    /// The split carries no record of l3's: nothing to restore.
+    NotAdopted,
+    /// The split is gone.
+    Gone,
+    /// The split cannot be restored and never will be without a human: l3 releases its
+    /// finalizer anyway and reports the originals, so that no deletion blocks.
+    Impossible {
+        /// Why.
+        why: String,
+        /// The original-weights annotation as found, if it could be read at all.
+        originals: Option<String>,
+    },
 }
 
 /// Writes to the API server.
@@ -105,18 +135,28 @@ impl Actuator {
         r
     }
 
-    async fn fresh_split(&self, ns: &str, name: &str) -> Result<ParsedSplit> {
-        let obj = tokio::time::timeout(self.timeout, self.splits(ns).get(name))
+    async fn fresh_object(&self, ns: &str, name: &str) -> Result<DynamicObject> {
+        tokio::time::timeout(self.timeout, self.splits(ns).get(name))
             .await
             .map_err(|_| Error::Timeout("read"))?
-            .map_err(Error::Kube)?;
-        Ok(trafficsplit::parse(&obj)?)
+            .map_err(Error::Kube)
+    }
+
+    async fn fresh_split(&self, ns: &str, name: &str) -> Result<ParsedSplit> {
+        Ok(trafficsplit::parse(&self.fresh_object(ns, name).await?)?)
+    }
+
+    /// Whether weights written to the cluster must be whole numbers: v1alpha2's schema says
+    /// so, and a split spelled in integers stays so.
+    fn integers_only(&self, split: &ParsedSplit) -> bool {
+        self.version == SplitVersion::V1alpha2 || split.form == WeightForm::Integer
     }
 
     /// Set the split's weights (`service → weight out of 1000`), recording the original
     /// weights first if l3 never adopted it. `split` is the object the weights were computed
-    /// from; on a 409 the split is read again and, if its backends are still the same, the
-    /// same weights are written on top of the fresh version.
+    /// from; on a 409 the split is read again and the same weights are written on top of the
+    /// fresh version only if it still carries l3's original-weights record, its weights are
+    /// still the ones l3 applied, and its backends are the same.
     #[instrument(skip_all, fields(namespace = %ns, split = %name))]
     pub async fn write_weights(
         &self,
@@ -145,6 +185,14 @@ impl Actuator {
                 {
                     debug!(attempt, "split changed meanwhile, retrying on a fresh read");
                     current = self.fresh_split(ns, name).await?;
+                    if current.original.is_none() {
+                        // Restored meanwhile (or, on a first write, adopted by no one yet):
+                        // a retry must not adopt, the next cycle decides afresh.
+                        return Ok(WriteOutcome::Restored);
+                    }
+                    if current.foreign_change()?.is_some() {
+                        return Ok(WriteOutcome::ForeignChange);
+                    }
                     let mut a: Vec<&str> = current.names().collect();
                     let mut b: Vec<&str> = split.names().collect();
                     a.sort_unstable();
@@ -162,18 +210,59 @@ impl Actuator {
         Err(Error::Conflicts(MAX_ATTEMPTS))
     }
 
-    /// Put back the weights recorded when l3 adopted the split and drop the record. Returns
-    /// whether anything was written (nothing if the split is gone or was never adopted).
+    /// Record another writer's weights as they are (see [`Adoption`]), guarded by the
+    /// resourceVersion they were judged on. Returns false, writing nothing, if the split
+    /// changed meanwhile: the next cycle judges the fresh version.
     #[instrument(skip_all, fields(namespace = %ns, split = %name))]
-    pub async fn restore(&self, ns: &str, name: &str) -> Result<bool> {
+    pub async fn adopt(
+        &self,
+        ns: &str,
+        name: &str,
+        split: &ParsedSplit,
+        adoption: &Adoption,
+    ) -> Result<bool> {
+        let patch = split.adopt_patch(&adoption.originals, &adoption.history);
+        let api = self.splits(ns);
+        let pp = PatchParams::apply(FIELD_MANAGER);
+        match self
+            .call("adopt", api.patch(name, &pp, &Patch::Merge(&patch)))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(Error::Kube(kube::Error::Api(s))) if s.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Put back the weights recorded when l3 adopted the split and drop l3's records. A split
+    /// that cannot be read, parsed or written for good (403, 422, a broken record) is
+    /// [`RestoreOutcome::Impossible`], not an error: the caller must not block on it.
+    #[instrument(skip_all, fields(namespace = %ns, split = %name))]
+    pub async fn restore(&self, ns: &str, name: &str) -> Result<RestoreOutcome> {
         for attempt in 1..=MAX_ATTEMPTS {
-            let current = match self.fresh_split(ns, name).await {
-                Ok(c) => c,
-                Err(Error::Kube(kube::Error::Api(s))) if s.is_not_found() => return Ok(false),
-                Err(e) => return Err(e),
+            let obj = match self.fresh_object(ns, name).await {
+                Ok(o) => o,
+                Err(e) => return final_failure(e, None),
             };
-            let Some(patch) = current.restore_patch()? else {
-                return Ok(false);
+            let recorded = obj
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ORIGINAL_WEIGHTS_ANNOTATION))
+                .cloned();
+            let patch = trafficsplit::parse(&obj).and_then(|current| {
+                let integers = self.integers_only(&current);
+                current.restore_patch(integers)
+            });
+            let patch = match patch {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(RestoreOutcome::NotAdopted),
+                Err(e) => {
+                    return Ok(RestoreOutcome::Impossible {
+                        why: e.to_string(),
+                        originals: recorded,
+                    });
+                }
             };
             let api = self.splits(ns);
             let pp = PatchParams::apply(FIELD_MANAGER);
@@ -181,34 +270,38 @@ impl Actuator {
                 .call("restore", api.patch(name, &pp, &Patch::Merge(&patch)))
                 .await
             {
-                Ok(_) => return Ok(true),
+                Ok(_) => return Ok(RestoreOutcome::Restored),
                 Err(Error::Kube(kube::Error::Api(s)))
                     if s.is_conflict() && attempt < MAX_ATTEMPTS => {}
-                Err(e) => return Err(e),
+                Err(e) => return final_failure(e, recorded),
             }
         }
         Err(Error::Conflicts(MAX_ATTEMPTS))
     }
 
-    /// Add or remove l3's finalizer on a policy, keeping any other finalizer.
+    /// Add l3's finalizer to a policy together with the record of the split it adopts
+    /// (`Some(target)`), or remove both (`None`), keeping any other finalizer.
     #[instrument(skip_all, fields(namespace = %policy.namespace().unwrap_or_default(), policy = %policy.name_any()))]
-    pub async fn set_finalizer(&self, policy: &LatencyPolicy, present: bool) -> Result<()> {
+    pub async fn set_finalizer(&self, policy: &LatencyPolicy, target: Option<&str>) -> Result<()> {
         let ns = policy.namespace().unwrap_or_default();
         let name = policy.name_any();
+        let present = target.is_some();
         let mut obj = policy.clone();
         for attempt in 1..=MAX_ATTEMPTS {
             let mut fins: Vec<String> = obj.finalizers().to_vec();
             let has = fins.iter().any(|f| f == FINALIZER);
-            if has == present {
+            let recorded = obj.annotations().get(ADOPTED_TARGET_ANNOTATION);
+            if has == present && recorded.map(String::as_str) == target {
                 return Ok(());
             }
-            if present {
+            if present && !has {
                 fins.push(FINALIZER.to_owned());
-            } else {
+            } else if !present {
                 fins.retain(|f| f != FINALIZER);
             }
             let patch = json!({"metadata": {
                 "finalizers": fins,
+                "annotations": { ADOPTED_TARGET_ANNOTATION: target },
                 "resourceVersion": obj.meta().resource_version,
             }});
             let api = self.policies(&ns);
@@ -249,6 +342,27 @@ impl Actuator {
         self.call("status", api.patch_status(name, &pp, &Patch::Merge(&patch)))
             .await
             .map(|_| ())
+    }
+}
+
+/// Sort a failed read or write of a split being restored: gone, impossible for good (the
+/// caller releases its finalizer), or worth retrying (an error).
+fn final_failure(e: Error, originals: Option<String>) -> Result<RestoreOutcome> {
+    match e {
+        Error::Kube(kube::Error::Api(s)) if s.is_not_found() => Ok(RestoreOutcome::Gone),
+        // 403: l3's RoleBinding went with a terminating namespace; 422: the API server
+        // refuses the originals. Neither heals by retrying.
+        Error::Kube(kube::Error::Api(s)) if s.is_forbidden() || s.code == 422 => {
+            Ok(RestoreOutcome::Impossible {
+                why: format!("{} ({})", s.message, s.code),
+                originals,
+            })
+        }
+        Error::Split(e) => Ok(RestoreOutcome::Impossible {
+            why: e.to_string(),
+            originals,
+        }),
+        e => Err(e),
     }
 }
 

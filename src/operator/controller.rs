@@ -1,8 +1,12 @@
 //! The control loop's I/O: [`Operator`] runs the [`Engine`] against the API server every tick
 //! (one batched fetch, leader-only writes, per-policy exponential backoff), and the kube-rs
 //! Controller on LatencyPolicies reconciles their lifecycle (finalizer; restoring weights on
-//! delete or a switch to DryRun), triggered also by TrafficSplit changes mapped back to the
-//! policies that target them.
+//! delete, a switch to DryRun or a change of `targetRef`), triggered also by TrafficSplit
+//! changes mapped back to the policies that target them.
+//!
+//! A restore is final: the cycle's writes and the restores of a split are serialised by one
+//! async lock per split, and under it the cycle checks that the policy still enforces on that
+//! split (the store's latest copy, and the policies reconcile retired) before it writes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +20,13 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::actuator::{Actuator, WriteOutcome};
+use kube::runtime::reflector::ObjectRef;
+
+use super::actuator::{Actuator, RestoreOutcome, WriteOutcome};
 use super::crd::{FINALIZER, LatencyPolicy, Mode};
-use super::engine::{Decision, Engine, Key, MAX_BACKOFF_SECS, Outcome, SplitLookup, key_of, owner};
+use super::engine::{
+    Decision, Engine, Key, MAX_BACKOFF_SECS, Outcome, SplitLookup, key_of, owner, owns_split,
+};
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::status::{self, Transition};
@@ -51,6 +59,16 @@ fn timed_out(request: &SignalRequest) -> Snapshot {
 /// Concurrent API writes of one cycle.
 pub const WRITE_CONCURRENCY: usize = 16;
 
+/// Default of `--status-interval`: how often a status whose only changes are noise (filtered
+/// signals, DryRun weights) is refreshed.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Most characters of an Event note (the API allows 1 kB).
+const EVENT_NOTE_MAX: usize = 1000;
+
+/// A split: namespace and name.
+type SplitKey = (String, String);
+
 /// Everything the running operator shares between the loop, the controller and the servers.
 pub struct Operator {
     /// The I/O-free engine.
@@ -73,6 +91,13 @@ pub struct Operator {
     pub first_cycle_done: AtomicBool,
     /// Per-object failures of the controller, for exponential backoff.
     failures: Mutex<HashMap<Key, u32>>,
+    /// How often a status that only changed by noise is refreshed.
+    status_interval: Duration,
+    /// One lock per split, held across "still enforcing? → write" and across a restore.
+    split_locks: Mutex<HashMap<SplitKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// (policy, split) pairs reconcile restored, with the policy's uid: the cycle must not
+    /// write them even if its store has not seen the change yet.
+    retired: Mutex<HashMap<(Key, String), String>>,
 }
 
 impl Operator {
@@ -99,9 +124,53 @@ impl Operator {
             recorder,
             first_cycle_done: AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
+            status_interval: DEFAULT_STATUS_INTERVAL,
+            split_locks: Mutex::new(HashMap::new()),
+            retired: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Refresh noise-only status changes at most every `interval` (`--status-interval`).
+    pub fn with_status_interval(mut self, interval: Duration) -> Self {
+        self.status_interval = interval;
+        self
+    }
+
+    /// The lock of one split.
+    fn split_lock(&self, ns: &str, split: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.split_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks
+            .entry((ns.to_owned(), split.to_owned()))
+            .or_default()
+            .clone()
+    }
+
+    fn retired(&self) -> std::sync::MutexGuard<'_, HashMap<(Key, String), String>> {
+        self.retired.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `policy` (as planned) may still write `split`: call with the split's lock held.
+    /// The store's latest copy must still be the same object, live, enforcing, targeting and
+    /// having adopted that split, and reconcile must not have restored it meanwhile.
+    fn may_write(&self, planned: &LatencyPolicy, split: &str) -> bool {
+        let key = key_of(planned);
+        let reference = ObjectRef::<LatencyPolicy>::new(&key.1).within(&key.0);
+        let latest = self
+            .policies
+            .iter()
+            .find_map(|s| s.get(&reference))
+            .unwrap_or_else(|| Arc::new(planned.clone()));
+        let live = latest.uid() == planned.uid()
+            && latest.meta().deletion_timestamp.is_none()
+            && latest.spec.mode == Mode::Enforce
+            && latest.spec.target_ref.name == split
+            && latest.adopted_target().as_deref() == Some(split);
+        let retired = self
+            .retired()
+            .get(&(key, split.to_owned()))
+            .is_some_and(|uid| Some(uid) == latest.uid().as_ref());
+        live && !retired
+    }
     /// Every known LatencyPolicy.
     pub fn all_policies(&self) -> Vec<Arc<LatencyPolicy>> {
         self.policies.iter().flat_map(Store::state).collect()
@@ -117,6 +186,12 @@ impl Operator {
     pub async fn cycle(&self, now: f64) -> Vec<(Key, Outcome)> {
         let start = Instant::now();
         let policies = self.all_policies();
+        {
+            // A retired mark matters while its policy may still be planned.
+            let uids: std::collections::HashSet<String> =
+                policies.iter().filter_map(|p| p.uid()).collect();
+            self.retired().retain(|_, uid| uids.contains(uid));
+        }
         let plan = self.engine().plan(now, &policies, self.splits.as_ref());
         let snapshot = if plan.request.groups.is_empty() {
             Snapshot::default()
@@ -166,31 +241,78 @@ impl Operator {
             return out;
         }
         let mut status = d.status;
+        if let Some(a) = &d.adopt {
+            let lock = self.split_lock(&d.key.0, &a.split_name);
+            let _held = lock.lock().await;
+            if self.may_write(&d.policy, &a.split_name) {
+                match self
+                    .actuator
+                    .adopt(&d.key.0, &a.split_name, &a.split, &a.adoption)
+                    .await
+                {
+                    Ok(true) => {
+                        warn!(split = %a.split_name, change = ?a.adoption.change, "another writer changed the split; adopted");
+                        self.publish(&d.policy, std::slice::from_ref(&a.event))
+                            .await;
+                    }
+                    // Changed again meanwhile: the next cycle judges the fresh version.
+                    Ok(false) => {}
+                    Err(error) => {
+                        warn!(%error, split = %a.split_name, "adopting a foreign change failed");
+                        out.failed = true;
+                    }
+                }
+            }
+        }
         if let Some(w) = &d.write {
-            match self
-                .actuator
-                .write_weights(&d.key.0, &w.split_name, &w.split, &w.weights)
-                .await
-            {
+            let lock = self.split_lock(&d.key.0, &w.split_name);
+            let _held = lock.lock().await;
+            let written = if self.may_write(&d.policy, &w.split_name) {
+                self.actuator
+                    .write_weights(&d.key.0, &w.split_name, &w.split, &w.weights)
+                    .await
+            } else {
+                Ok(WriteOutcome::Restored)
+            };
+            match written {
                 Ok(WriteOutcome::Written) => {
                     out.weights_written = true;
                     out.written = Some((w.split.resource_version.clone(), w.weights.clone()));
                     status.last_weight_update = Some(status::time(now));
                     info!(split = %w.split_name, weights = ?w.weights, "weights written");
                 }
-                Ok(WriteOutcome::BackendsChanged | WriteOutcome::AlreadySet) => {}
+                Ok(
+                    o @ (WriteOutcome::Restored
+                    | WriteOutcome::ForeignChange
+                    | WriteOutcome::BackendsChanged),
+                ) => {
+                    info!(split = %w.split_name, outcome = ?o, "weights not written: the split changed hands or shape");
+                }
+                Ok(WriteOutcome::AlreadySet) => {}
                 Err(error) => {
                     warn!(%error, split = %w.split_name, "weights write failed");
                     out.failed = true;
                 }
             }
         }
-        let prev = self
-            .engine()
-            .written(&d.key)
-            .cloned()
-            .or_else(|| d.policy.status.clone());
-        if !self.leadership.is_leader() || !status::changed(prev.as_ref(), &status) {
+        let (prev, age) = {
+            let engine = self.engine();
+            (
+                engine
+                    .written(&d.key)
+                    .cloned()
+                    .or_else(|| d.policy.status.clone()),
+                engine.status_age(&d.key, now),
+            )
+        };
+        if !self.leadership.is_leader()
+            || !status::due(
+                prev.as_ref(),
+                &status,
+                age,
+                self.status_interval.as_secs_f64(),
+            )
+        {
             return out;
         }
         match self
@@ -210,12 +332,67 @@ impl Operator {
         out
     }
 
+    /// Put back the original weights of `split`, which `policy` adopted, unless another live
+    /// policy owns it now. Under the split's lock, and marking the pair retired first, so that
+    /// no write of the cycle lands after the restore. A split that cannot be restored is
+    /// reported in an Event carrying the originals, and counts as done: a finalizer must
+    /// never block a deletion.
+    async fn give_back(&self, policy: &LatencyPolicy, split: &str) -> Result<()> {
+        let key = key_of(policy);
+        let lock = self.split_lock(&key.0, split);
+        let _held = lock.lock().await;
+        if let Some(uid) = policy.uid() {
+            self.retired().insert((key.clone(), split.to_owned()), uid);
+        }
+        if !owns_split(&self.all_policies(), policy, split) {
+            return Ok(());
+        }
+        match self.actuator.restore(&key.0, split).await? {
+            RestoreOutcome::Restored => info!(%split, "original weights restored"),
+            RestoreOutcome::NotAdopted | RestoreOutcome::Gone => {}
+            RestoreOutcome::Impossible { why, originals } => {
+                let originals = originals.or_else(|| {
+                    self.splits.split(&key.0, split).and_then(|o| {
+                        o.annotations()
+                            .get(super::trafficsplit::ORIGINAL_WEIGHTS_ANNOTATION)
+                            .cloned()
+                    })
+                });
+                let originals = originals.unwrap_or_else(|| "unknown".into());
+                warn!(%split, %why, %originals, "original weights cannot be restored; releasing the finalizer");
+                let note = format!(
+                    "TrafficSplit {split} cannot be restored ({why}); releasing the finalizer. \
+                     Original weights: {originals}"
+                );
+                self.publish(
+                    policy,
+                    &[Transition {
+                        warning: true,
+                        reason: "OriginalsNotRestored",
+                        note,
+                    }],
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
     async fn publish(&self, policy: &LatencyPolicy, transitions: &[Transition]) {
         let Some(recorder) = &self.recorder else {
             return;
         };
         let reference = policy.object_ref(&());
         for t in transitions {
+            let mut note = t.note.clone();
+            if note.len() > EVENT_NOTE_MAX {
+                let mut cut = EVENT_NOTE_MAX - 3;
+                while !note.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                note.truncate(cut);
+                note.push_str("...");
+            }
             let ev = KubeEvent {
                 type_: if t.warning {
                     EventType::Warning
@@ -223,7 +400,7 @@ impl Operator {
                     EventType::Normal
                 },
                 reason: t.reason.to_owned(),
-                note: Some(t.note.clone()),
+                note: Some(note),
                 action: "Reconcile".into(),
                 secondary: None,
             };
@@ -239,31 +416,42 @@ impl Operator {
 }
 
 /// Reconcile one LatencyPolicy's lifecycle (the periodic work is the cycle's): keep l3's
-/// finalizer on enforcing owners, and restore the split's original weights when the policy
-/// is deleted or switched to DryRun.
+/// finalizer, with the record of the adopted split, on enforcing owners; restore the adopted
+/// split's original weights when the policy is deleted, switched to DryRun, or retargeted
+/// (before the new target is tuned).
 #[instrument(skip_all, fields(namespace = %policy.namespace().unwrap_or_default(), policy = %policy.name_any()))]
 pub async fn reconcile(policy: Arc<LatencyPolicy>, op: Arc<Operator>) -> Result<Action> {
     if !op.leadership.is_leader() {
         // Followers write nothing; look again once they may have become the leader.
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
-    let ns = policy.namespace().unwrap_or_default();
+    let key = key_of(&policy);
     let target = policy.spec.target_ref.name.clone();
     let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+    let adopted = policy.adopted_target();
     let policies = op.all_policies();
     let owns = owner(&policies, &policy).name_any() == policy.name_any();
     let result = async {
         if policy.meta().deletion_timestamp.is_some() || policy.spec.mode == Mode::DryRun {
             if has_finalizer {
-                if owns && op.actuator.restore(&ns, &target).await? {
-                    info!(split = %target, "original weights restored");
+                if let Some(split) = &adopted {
+                    op.give_back(&policy, split).await?;
                 }
-                op.actuator.set_finalizer(&policy, false).await?;
+                op.actuator.set_finalizer(&policy, None).await?;
             }
             return Ok(Action::await_change());
         }
+        if let Some(old) = adopted.as_ref().filter(|a| **a != target) {
+            // Retargeted: the old split gets its originals back before the new one is tuned
+            // (the cycle writes a split only once it is the recorded one).
+            op.give_back(&policy, old).await?;
+        }
         if owns && policy.spec.settings().is_ok() {
-            op.actuator.set_finalizer(&policy, true).await?;
+            op.actuator.set_finalizer(&policy, Some(&target)).await?;
+            op.retired().remove(&(key.clone(), target.clone()));
+        } else if has_finalizer && !owns {
+            // Not (or no longer) the owner: the split is another policy's to restore.
+            op.actuator.set_finalizer(&policy, None).await?;
         }
         Ok(Action::requeue(Duration::from_secs(300)))
     }
@@ -271,7 +459,7 @@ pub async fn reconcile(policy: Arc<LatencyPolicy>, op: Arc<Operator>) -> Result<
     if result.is_ok()
         && let Ok(mut f) = op.failures.lock()
     {
-        f.remove(&key_of(&policy));
+        f.remove(&key);
     }
     result
 }

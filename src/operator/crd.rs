@@ -14,6 +14,9 @@ use crate::state::FilterSettings;
 pub const GROUP: &str = "l3.dev";
 /// Finalizer that lets the operator restore a split's original weights before a policy goes.
 pub const FINALIZER: &str = "l3.dev/restore-weights";
+/// Annotation on a policy naming the split it adopted (set with the finalizer), so that after
+/// a change of `targetRef`, or a restart, l3 still knows which split to restore.
+pub const ADOPTED_TARGET_ANNOTATION: &str = "l3.dev/adopted-target";
 /// Durations: a decimal number followed by `ms`, `s` or `m`, e.g. `5s`, `600ms`, `1.5s`.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
 
@@ -294,6 +297,26 @@ impl LatencyPolicySpec {
                 .transpose()?,
             dry_run: self.mode == Mode::DryRun,
         })
+    }
+}
+
+impl LatencyPolicy {
+    /// The split whose original weights this policy is responsible for: the one recorded with
+    /// its finalizer. A finalizer without a record (set by an l3 that kept none) stands for
+    /// the current target.
+    pub fn adopted_target(&self) -> Option<String> {
+        let recorded = self
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ADOPTED_TARGET_ANNOTATION))
+            .cloned();
+        let has_finalizer = self
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER));
+        recorded.or_else(|| has_finalizer.then(|| self.spec.target_ref.name.clone()))
     }
 }
 

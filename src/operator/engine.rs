@@ -2,6 +2,10 @@
 //! one batched [`SignalRequest`] for all of them, and turns the [`Snapshot`] into per-policy
 //! [`Decision`]s: filter state update, L3 weights, safety limits, hysteresis, status and
 //! condition transitions. The benchmark drives exactly this; [`super::controller`] does the I/O.
+//!
+//! It also judges whether l3 is the only writer of a split's weights ([`judge`]): a foreign
+//! change is adopted as the new originals and pauses tuning; repeated ones (a tug-of-war with
+//! a GitOps tool) stop l3's writes until the policy's spec changes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,10 +15,15 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use super::crd::{BackendStatus, FINALIZER, LatencyPolicy, LatencyPolicyStatus, PolicySettings};
+use super::crd::{BackendStatus, LatencyPolicy, LatencyPolicyStatus, PolicySettings};
 use super::metrics::Metrics;
-use super::status::{self, CONFLICT, Cond, METRICS_AVAILABLE, READY, TARGET_FOUND, Transition};
-use super::trafficsplit::{self, ParsedSplit};
+use super::status::{
+    self, CONFLICT, CONTESTED, Cond, METRICS_AVAILABLE, READY, TARGET_FOUND, Transition,
+};
+use super::trafficsplit::{
+    self, FAILOVER_LABEL, ForeignChange, ForeignHistory, ParsedSplit, SplitError, WeightForm,
+    WeightMap,
+};
 use crate::algorithm::safety;
 use crate::source::{BackendKey, RequestGroup, SignalRequest, Snapshot};
 use crate::state::{BackendSample, SplitState};
@@ -31,6 +40,149 @@ pub const DUE_SLACK_SECS: f64 = 0.5;
 /// How often a policy whose spec cannot be used is looked at again: its own `interval` may be
 /// the invalid part, so the paper's default cycle is used.
 pub const INVALID_SPEC_RECHECK_SECS: f64 = 5.0;
+
+/// How long l3 leaves a split alone after another writer changed its weights. Shorter than
+/// half of [`CONTEST_WINDOW_SECS`]: a writer that reverts each of l3's writes at once makes
+/// three changes within the window (at 0, ~2 and ~4 minutes) and is caught.
+pub const FOREIGN_PAUSE_SECS: i64 = 120;
+/// Window in which repeated foreign changes count as a tug-of-war.
+pub const CONTEST_WINDOW_SECS: i64 = 600;
+/// Foreign changes within [`CONTEST_WINDOW_SECS`] after which l3 stops writing the split until
+/// the policy's spec changes.
+pub const CONTEST_THRESHOLD: usize = 3;
+
+/// Whether l3 may tune a split, as far as other writers are concerned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriterState {
+    /// No other writer changed the weights lately.
+    Alone,
+    /// Another writer changed the weights; l3 resumes at `until` (seconds since the epoch).
+    Paused {
+        /// When tuning resumes.
+        until: i64,
+    },
+    /// Another writer keeps changing the weights: no writes until the spec changes.
+    Contested {
+        /// Foreign changes seen under the current generation, within the window.
+        changes: usize,
+    },
+}
+
+/// A foreign change to take as it is: the new originals and the updated history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adoption {
+    /// What changed.
+    pub change: ForeignChange,
+    /// The originals after the change ([`trafficsplit::rebase_originals`]).
+    pub originals: WeightMap,
+    /// The foreign-change history to record.
+    pub history: ForeignHistory,
+}
+
+/// What [`judge`] concluded about a split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Judgement {
+    /// A foreign change to adopt now, if any.
+    pub adoption: Option<Adoption>,
+    /// Whether l3 may write.
+    pub state: WriterState,
+}
+
+/// Judge a split l3 adopted against the record of l3's own writes, for a policy at
+/// `generation`, at `now` (seconds since the epoch). Pure: the record lives on the split, so
+/// the judgement is the same after a restart or on a new leader.
+///
+/// - Weights that differ from what l3 applied are someone else's: they become the originals
+///   (on the originals' scale), the change is recorded, and l3 pauses [`FOREIGN_PAUSE_SECS`].
+/// - The [`CONTEST_THRESHOLD`]th such change within [`CONTEST_WINDOW_SECS`] marks the split
+///   contested for this generation: l3 writes nothing until the policy's spec changes.
+/// - Backends added or removed (the others untouched) are adopted too, without a pause: that
+///   is a change of the split, not a fight over its weights.
+pub fn judge(split: &ParsedSplit, generation: i64, now: f64) -> Result<Judgement, SplitError> {
+    let now = now.floor() as i64;
+    let mut history = split.foreign_history()?;
+    if history.generation != generation {
+        // A new spec starts afresh: earlier changes were about the old one.
+        history = ForeignHistory {
+            generation,
+            ..ForeignHistory::default()
+        };
+    }
+    history.times.retain(|t| now - t < CONTEST_WINDOW_SECS);
+    let adoption = match split.foreign_change()? {
+        Some(change) => {
+            let originals = split.originals()?.unwrap_or_default();
+            let applied = split.applied_weights()?.unwrap_or_default();
+            let originals = trafficsplit::rebase_originals(
+                &originals,
+                &applied,
+                &split.current_weights(),
+                split.form == WeightForm::Integer,
+            );
+            if change == ForeignChange::Weights {
+                history.times.push(now);
+                history.contested |= history.times.len() >= CONTEST_THRESHOLD;
+            }
+            Some(Adoption {
+                change,
+                originals,
+                history: history.clone(),
+            })
+        }
+        None => None,
+    };
+    let state = if history.contested {
+        WriterState::Contested {
+            changes: history.times.len(),
+        }
+    } else {
+        match history.times.last() {
+            Some(last) if now < last + FOREIGN_PAUSE_SECS => WriterState::Paused {
+                until: last + FOREIGN_PAUSE_SECS,
+            },
+            _ => WriterState::Alone,
+        }
+    };
+    Ok(Judgement { adoption, state })
+}
+
+/// The `Contested` condition for a writer state.
+fn contested_condition(state: &WriterState) -> Cond {
+    match state {
+        WriterState::Alone => Cond::new(
+            CONTESTED,
+            false,
+            "NoForeignWriter",
+            "no other writer changed the weights lately",
+        ),
+        WriterState::Paused { until } => Cond::new(
+            CONTESTED,
+            false,
+            "PausedAfterForeignChange",
+            format!(
+                "another writer changed the weights; l3 took them as the originals and resumes \
+                 tuning at {}",
+                status::time(*until as f64).0
+            ),
+        ),
+        WriterState::Contested { changes } => Cond::new(
+            CONTESTED,
+            true,
+            "RepeatedForeignChanges",
+            format!(
+                "another writer changed the weights {changes} times within {CONTEST_WINDOW_SECS}s; \
+                 l3 stopped writing them until the policy's spec changes"
+            ),
+        ),
+    }
+}
+
+/// Consecutive cycles a move beyond the hysteresis must persist before it is written: a
+/// single noisy sample crosses the hysteresis now and then, a real shift stays across.
+pub const CONFIRM_CYCLES: u32 = 3;
+/// A move of any share by more than this is written at once (a backend failing or slowing
+/// down sharply must not wait for confirmation).
+pub const URGENT_SHARE_CHANGE: f64 = 0.05;
 
 /// Where the control loop finds TrafficSplits (a reflector store in production).
 pub trait SplitLookup: Send + Sync {
@@ -115,6 +267,19 @@ pub fn owner<'a>(
         .unwrap_or(candidate)
 }
 
+/// Whether `candidate` is responsible for the split `split` in its namespace (which it may
+/// no longer target): no other live policy targeting that split is older.
+pub fn owns_split(policies: &[Arc<LatencyPolicy>], candidate: &LatencyPolicy, split: &str) -> bool {
+    let ns = candidate.namespace();
+    let mine = age(candidate);
+    !policies.iter().any(|p| {
+        p.meta().deletion_timestamp.is_none()
+            && p.namespace() == ns
+            && p.spec.target_ref.name == split
+            && age(p) < mine
+    })
+}
+
 /// The resourceVersion a weights write was computed from, and the weights written.
 pub type LastWrite = (Option<String>, Vec<(String, u32)>);
 
@@ -144,13 +309,27 @@ struct Entry {
     failures: u32,
     interval: f64,
     written: Option<LatencyPolicyStatus>,
+    /// When `written` was written, seconds since the epoch.
+    written_at: f64,
     last_weight_update: Option<Time>,
     /// The resourceVersion a weights write was computed from, and the weights written: while
     /// the store still shows that version, our write is the truth (no second write on a lag).
     last_write: Option<LastWrite>,
+    /// Consecutive cycles that wanted a write (see [`CONFIRM_CYCLES`]).
+    pending: u32,
     /// The split as last parsed, by resourceVersion.
     split_cache: Option<(String, Arc<ParsedSplit>)>,
     last_conditions: Vec<(String, String)>,
+}
+
+/// A policy whose weights are computed this tick.
+struct RunWork {
+    settings: PolicySettings,
+    split_name: String,
+    split: Arc<ParsedSplit>,
+    group: usize,
+    /// Other writers of the split (`None` in DryRun: l3 keeps no record then).
+    judgement: Option<Judgement>,
 }
 
 /// What the plan decided for one policy.
@@ -158,12 +337,7 @@ enum Work {
     /// Conditions only: the policy is not acted on.
     Refuse(Vec<Cond>),
     /// Compute weights.
-    Run {
-        settings: Box<PolicySettings>,
-        split_name: String,
-        split: Arc<ParsedSplit>,
-        group: usize,
-    },
+    Run(Box<RunWork>),
 }
 
 struct Item {
@@ -202,6 +376,19 @@ pub struct WeightWrite {
     pub weights: Vec<(String, u32)>,
 }
 
+/// Annotations to write on a split to take another writer's change as it is.
+#[derive(Debug, Clone)]
+pub struct AdoptWrite {
+    /// Name of the TrafficSplit.
+    pub split_name: String,
+    /// The split as judged (its resourceVersion guards the patch).
+    pub split: ParsedSplit,
+    /// What to record.
+    pub adoption: Adoption,
+    /// The Event to publish once recorded.
+    pub event: Transition,
+}
+
 /// The outcome of one cycle for one policy.
 pub struct Decision {
     /// The policy.
@@ -210,6 +397,8 @@ pub struct Decision {
     pub policy: Arc<LatencyPolicy>,
     /// Weights to write, if any.
     pub write: Option<WeightWrite>,
+    /// A foreign change to adopt, if any (never together with `write`).
+    pub adopt: Option<AdoptWrite>,
     /// Status as it should be (before a weights write sets `lastWeightUpdate`).
     pub status: LatencyPolicyStatus,
     /// Condition transitions to publish as Events.
@@ -333,12 +522,19 @@ impl Engine {
             );
             if let Some(why) = splits.unavailable() {
                 items.push(refuse(vec![
-                    no_conflict,
+                    no_conflict.clone(),
                     Cond::new(TARGET_FOUND, false, "TrafficSplitCRDMissing", why),
                     Cond::new(READY, false, "TrafficSplitCRDMissing", why),
                 ]));
                 continue;
             }
+            let invalid_target = |why: String| {
+                refuse(vec![
+                    no_conflict.clone(),
+                    Cond::new(TARGET_FOUND, false, "InvalidTarget", why.clone()),
+                    Cond::new(READY, false, "InvalidTarget", why),
+                ])
+            };
             let Some(obj) = splits.split(&ns, &target) else {
                 let msg = format!("TrafficSplit {ns}/{target} not found");
                 items.push(refuse(vec![
@@ -364,27 +560,36 @@ impl Engine {
                 _ => None,
             };
             let split = match parsed {
-                Ok(s) if !s.backends.is_empty() => s,
-                Ok(_) => {
+                Ok(s) if s.failover.is_some() => {
+                    let msg = format!(
+                        "TrafficSplit {target} is controlled by linkerd-failover (label \
+                         {FAILOVER_LABEL}); l3 leaves its weights alone"
+                    );
                     items.push(refuse(vec![
-                        no_conflict,
-                        Cond::new(
-                            TARGET_FOUND,
-                            false,
-                            "InvalidTarget",
-                            "spec.backends is empty",
-                        ),
-                        Cond::new(READY, false, "InvalidTarget", "spec.backends is empty"),
+                        Cond::new(CONFLICT, true, "ControlledByFailover", msg.clone()),
+                        Cond::new(READY, false, "Conflict", msg),
                     ]));
                     continue;
                 }
-                Err(e) => {
-                    items.push(refuse(vec![
-                        no_conflict,
-                        Cond::new(TARGET_FOUND, false, "InvalidTarget", e.to_string()),
-                        Cond::new(READY, false, "InvalidTarget", e.to_string()),
-                    ]));
+                Ok(s) if !s.backends.is_empty() => s,
+                Ok(_) => {
+                    items.push(invalid_target("spec.backends is empty".into()));
                     continue;
+                }
+                Err(e) => {
+                    items.push(invalid_target(e.to_string()));
+                    continue;
+                }
+            };
+            let judgement = if settings.dry_run {
+                None
+            } else {
+                match judge(&split, p.meta().generation.unwrap_or(0), now) {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        items.push(invalid_target(e.to_string()));
+                        continue;
+                    }
                 }
             };
             let gk = (settings.quantile.to_bits(), settings.window_secs);
@@ -405,12 +610,13 @@ impl Engine {
             items.push(Item {
                 key,
                 policy: p.clone(),
-                work: Work::Run {
-                    settings: Box::new(settings),
+                work: Work::Run(Box::new(RunWork {
+                    settings,
                     split_name: target,
                     split,
                     group,
-                },
+                    judgement,
+                })),
             });
         }
         Plan { request, items }
@@ -430,30 +636,31 @@ impl Engine {
             let Some(entry) = self.entries.get_mut(&item.key) else {
                 continue;
             };
-            let (conds, write, backends) = match item.work {
+            let run = match item.work {
                 Work::Refuse(conds) => {
                     entry.state = None;
                     Self::drop_series(&self.metrics, &item.key);
-                    (conds, None, Vec::new())
+                    RunResult {
+                        conds,
+                        ..RunResult::default()
+                    }
                 }
-                Work::Run {
-                    settings,
-                    split_name,
-                    split,
-                    group,
-                } => run_one(
+                Work::Run(work) => run_one(
                     &self.metrics,
                     &item.key,
                     entry,
                     t,
-                    &settings,
-                    split_name,
-                    split,
-                    group,
+                    *work,
                     snapshot,
                     &item.policy,
                 ),
             };
+            let RunResult {
+                conds,
+                write,
+                adopt,
+                backends,
+            } = run;
             let prev = entry
                 .written
                 .clone()
@@ -474,6 +681,7 @@ impl Engine {
                 key: item.key,
                 policy: item.policy,
                 write,
+                adopt,
                 status: LatencyPolicyStatus {
                     observed_generation: generation,
                     conditions,
@@ -492,6 +700,14 @@ impl Engine {
         self.entries.get(key).and_then(|e| e.written.as_ref())
     }
 
+    /// Seconds since this replica last wrote the policy's status (infinite if it never did).
+    pub fn status_age(&self, key: &Key, now: f64) -> f64 {
+        self.entries
+            .get(key)
+            .filter(|e| e.written.is_some())
+            .map_or(f64::INFINITY, |e| now - e.written_at)
+    }
+
     /// Record what the leader did with a decision: a failure pauses the policy exponentially.
     pub fn record(&mut self, key: &Key, now: f64, outcome: &Outcome) {
         let Some(e) = self.entries.get_mut(key) else {
@@ -502,6 +718,7 @@ impl Engine {
         }
         if let Some(s) = &outcome.status_written {
             e.written = Some(s.clone());
+            e.written_at = now;
             e.last_weight_update = s.last_weight_update.clone();
         }
         if outcome.failed {
@@ -567,20 +784,57 @@ fn status_bytes(s: &LatencyPolicyStatus) -> usize {
             .sum::<usize>()
 }
 
+/// What one policy's computation decided.
+#[derive(Default)]
+struct RunResult {
+    conds: Vec<Cond>,
+    write: Option<WeightWrite>,
+    adopt: Option<AdoptWrite>,
+    backends: Vec<BackendStatus>,
+}
+
+/// The Event for an adopted foreign change.
+fn adoption_event(split_name: &str, split: &ParsedSplit, a: &Adoption) -> Transition {
+    let current = serde_json::Value::Object(split.current_weights());
+    let originals = serde_json::Value::Object(a.originals.clone());
+    match a.change {
+        ForeignChange::Weights => Transition {
+            warning: true,
+            reason: "ForeignWeights",
+            note: format!(
+                "TrafficSplit {split_name}: another writer set the weights to {current}; l3 \
+                 took them as the originals ({originals}) and pauses tuning for {FOREIGN_PAUSE_SECS}s"
+            ),
+        },
+        ForeignChange::Backends => Transition {
+            warning: false,
+            reason: "BackendsChanged",
+            note: format!(
+                "TrafficSplit {split_name}: backends changed by another writer (now {current}); \
+                 originals are now {originals}"
+            ),
+        },
+    }
+}
+
 /// One policy's computation.
-#[allow(clippy::too_many_arguments)]
 fn run_one(
     metrics: &Metrics,
     key: &Key,
     entry: &mut Entry,
     t: f64,
-    settings: &PolicySettings,
-    split_name: String,
-    split: Arc<ParsedSplit>,
-    group: usize,
+    work: RunWork,
     snapshot: &Snapshot,
     policy: &LatencyPolicy,
-) -> (Vec<Cond>, Option<WeightWrite>, Vec<BackendStatus>) {
+) -> RunResult {
+    let RunWork {
+        settings,
+        split_name,
+        split,
+        group,
+        judgement,
+    } = work;
+    let settings = &settings;
     let ns = &key.0;
     if entry.state.is_none() || entry.filters != Some(settings.filters) {
         entry.state = SplitState::new(settings.filters).ok();
@@ -603,15 +857,14 @@ fn run_one(
     );
     let Some(state) = entry.state.as_mut() else {
         // Unreachable after validation, but never panic on user data.
-        return (
-            vec![
+        return RunResult {
+            conds: vec![
                 found,
                 no_conflict,
                 Cond::new(READY, false, "InvalidSpec", "filter settings are invalid"),
             ],
-            None,
-            Vec::new(),
-        );
+            ..RunResult::default()
+        };
     };
     // Dropped backends lose their series when this policy's list is replaced below.
     let _dropped = state.sync_backends(split.names());
@@ -645,6 +898,19 @@ fn run_one(
     let total = settings.pipeline.total_weight;
     let mut conds = vec![found, no_conflict];
     let mut write = None;
+    // l3 writes only when it is the split's only writer and has nothing to adopt.
+    let mut alone = true;
+    let mut adopt = None;
+    if let Some(j) = &judgement {
+        conds.push(contested_condition(&j.state));
+        alone = j.adoption.is_none() && j.state == WriterState::Alone;
+        adopt = j.adoption.clone().map(|adoption| AdoptWrite {
+            event: adoption_event(&split_name, &split, &adoption),
+            split_name: split_name.clone(),
+            split: (*split).clone(),
+            adoption,
+        });
+    }
     let weights: Vec<u32> = match (errors.first(), answers) {
         (None, Some(answers)) => {
             let samples: BTreeMap<String, BackendSample> = names
@@ -682,7 +948,8 @@ fn run_one(
                         .iter()
                         .map(|&w| f64::from(w) / f64::from(total))
                         .collect();
-                    let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
+                    // The finalizer is on, recorded for this very split: the restore is covered.
+                    let adopted = policy.adopted_target().as_deref() == Some(split_name.as_str());
                     if settings.dry_run {
                         conds.push(Cond::new(
                             READY,
@@ -697,9 +964,19 @@ fn run_one(
                             "WeightsComputed",
                             "weights are computed every interval",
                         ));
-                        if has_finalizer
-                            && safety::worth_writing(&current, &limited_shares, settings.hysteresis)
-                        {
+                        let wanted = adopted
+                            && alone
+                            && safety::worth_writing(
+                                &current,
+                                &limited_shares,
+                                settings.hysteresis,
+                            );
+                        entry.pending = if wanted { entry.pending + 1 } else { 0 };
+                        let urgent = current.len() != limited_shares.len()
+                            || safety::max_share_change(&current, &limited_shares)
+                                > URGENT_SHARE_CHANGE;
+                        if wanted && (urgent || entry.pending >= CONFIRM_CYCLES) {
+                            entry.pending = 0;
                             write = Some(WeightWrite {
                                 split_name,
                                 split: (*split).clone(),
@@ -769,16 +1046,24 @@ fn run_one(
         backends.push(BackendStatus {
             service: name.to_owned(),
             weight: *w,
-            share: status::round(share, 4),
-            latency_seconds: status::round(s.latency_secs, 4),
+            // Three decimals of a share is a tenth of a weight point; three significant
+            // digits of latency, RPS and in-flight is finer than anyone reads them. Success
+            // rate keeps four decimals: 99.99 % and 99.9 % are different services.
+            share: status::round(share, 3),
+            latency_seconds: status::significant(s.latency_secs, 3),
             success_rate: status::round(s.success_rate, 4),
-            requests_per_second: status::round(s.rps, 2),
-            inflight: status::round(s.inflight, 2),
+            requests_per_second: status::significant(s.rps, 3),
+            inflight: status::significant(s.inflight, 3),
             last_sample_time: b.last_sample().map(status::time),
         });
     }
     metrics.backends.set_policy(ns, &key.1, series);
-    (conds, write, backends)
+    RunResult {
+        conds,
+        write,
+        adopt,
+        backends,
+    }
 }
 
 /// What the leader did with one decision.
@@ -799,6 +1084,7 @@ mod tests {
     use super::*;
     use crate::operator::crd::LatencyPolicySpec;
     use crate::operator::trafficsplit::SplitVersion;
+    use serde_json::{Value, json};
 
     fn p(ns: &str, name: &str, target: &str, created: i64) -> Arc<LatencyPolicy> {
         let mut p = LatencyPolicy::new(name, LatencyPolicySpec::for_split(target));
@@ -836,6 +1122,133 @@ mod tests {
         let ps = vec![new.clone(), Arc::new(gone.clone())];
         assert_eq!(owner(&ps, &gone).name_any(), "old");
         assert_eq!(owner(&ps, &new).name_any(), "new");
+        // Responsibility for a split the candidate no longer targets.
+        assert!(owns_split(&ps, &new, "api"));
+        assert!(!owns_split(std::slice::from_ref(&old), &new, "web"));
+    }
+
+    fn adopted(weights: Value, applied: Value, history: Option<&ForeignHistory>) -> ParsedSplit {
+        let backends: Vec<(&str, Value)> = weights
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(s, w)| (s.as_str(), w.clone()))
+            .collect();
+        let mut obj = trafficsplit::object(SplitVersion::V1alpha2, "a", "web", &backends);
+        let mut a = std::collections::BTreeMap::from([
+            (
+                trafficsplit::ORIGINAL_WEIGHTS_ANNOTATION.to_owned(),
+                r#"{"x":1,"y":1}"#.to_owned(),
+            ),
+            (
+                trafficsplit::APPLIED_WEIGHTS_ANNOTATION.to_owned(),
+                applied.to_string(),
+            ),
+        ]);
+        if let Some(h) = history {
+            a.insert(
+                trafficsplit::FOREIGN_CHANGES_ANNOTATION.to_owned(),
+                serde_json::to_string(h).unwrap(),
+            );
+        }
+        obj.metadata.annotations = Some(a);
+        trafficsplit::parse(&obj).unwrap()
+    }
+
+    #[test]
+    fn l3_alone_tunes_and_a_foreign_change_is_adopted_then_paused() {
+        let ours = adopted(
+            json!({"x": 700, "y": 300}),
+            json!({"x": 700, "y": 300}),
+            None,
+        );
+        let j = judge(&ours, 1, 1000.0).unwrap();
+        assert_eq!(j.state, WriterState::Alone);
+        assert!(j.adoption.is_none());
+        // Someone drains y.
+        let drained = adopted(json!({"x": 700, "y": 0}), json!({"x": 700, "y": 300}), None);
+        let j = judge(&drained, 1, 1000.0).unwrap();
+        let a = j.adoption.unwrap();
+        assert_eq!(a.change, ForeignChange::Weights);
+        assert_eq!(
+            a.originals,
+            json!({"x": 1, "y": 0}).as_object().unwrap().clone()
+        );
+        assert_eq!(a.history.times, vec![1000]);
+        assert!(!a.history.contested);
+        assert_eq!(
+            j.state,
+            WriterState::Paused {
+                until: 1000 + FOREIGN_PAUSE_SECS
+            }
+        );
+        // After adoption (applied = current) the pause runs out.
+        let after = adopted(
+            json!({"x": 700, "y": 0}),
+            json!({"x": 700, "y": 0}),
+            Some(&a.history),
+        );
+        let j = judge(&after, 1, 1100.0).unwrap();
+        assert!(j.adoption.is_none());
+        assert!(matches!(j.state, WriterState::Paused { .. }));
+        let j = judge(&after, 1, 1000.0 + FOREIGN_PAUSE_SECS as f64).unwrap();
+        assert_eq!(j.state, WriterState::Alone);
+    }
+
+    #[test]
+    fn repeated_foreign_changes_contest_the_split_until_the_generation_changes() {
+        // Someone set 1/1 over l3's 700/300, with earlier changes at `times` (generation 4).
+        let revert = |times: Vec<i64>| {
+            let h = ForeignHistory {
+                generation: 4,
+                times,
+                contested: false,
+            };
+            adopted(
+                json!({"x": 1, "y": 1}),
+                json!({"x": 700, "y": 300}),
+                Some(&h),
+            )
+        };
+        let j = judge(&revert(vec![1000, 1300]), 4, 1500.0).unwrap();
+        let a = j.adoption.unwrap();
+        assert!(a.history.contested, "third change within 10 minutes");
+        assert_eq!(j.state, WriterState::Contested { changes: 3 });
+        // Contested stays, however long it is quiet, for this generation.
+        let quiet = adopted(
+            json!({"x": 1, "y": 1}),
+            json!({"x": 1, "y": 1}),
+            Some(&a.history),
+        );
+        let j = judge(&quiet, 4, 1500.0 + 10.0 * CONTEST_WINDOW_SECS as f64).unwrap();
+        assert!(matches!(j.state, WriterState::Contested { .. }));
+        // A new spec starts afresh.
+        let j = judge(&quiet, 5, 1600.0).unwrap();
+        assert_eq!(j.state, WriterState::Alone);
+        // Changes spread beyond the window never add up to a contest.
+        let j = judge(&revert(vec![100, 1000]), 4, 1700.0).unwrap();
+        assert!(!j.adoption.unwrap().history.contested);
+    }
+
+    #[test]
+    fn an_added_backend_is_adopted_without_a_pause() {
+        let added = adopted(
+            json!({"x": 600, "y": 400, "z": 300}),
+            json!({"x": 600, "y": 400}),
+            None,
+        );
+        let j = judge(&added, 1, 1000.0).unwrap();
+        let a = j.adoption.unwrap();
+        assert_eq!(a.change, ForeignChange::Backends);
+        assert!(a.history.times.is_empty());
+        assert_eq!(
+            a.originals,
+            json!({"x": 10, "y": 10, "z": 6})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        assert_eq!(j.state, WriterState::Alone);
     }
 
     fn engine() -> Engine {

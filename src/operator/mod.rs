@@ -4,7 +4,8 @@
 //! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
 //! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`]
 //! (Lease election and the write deadline), [`health`] (what `/readyz` reports), [`metrics`] and
-//! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source).
+//! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source),
+//! [`restore`] (`l3 restore --all`, for uninstalling).
 //!
 //! This module owns the wiring: flags, the discovery of the TrafficSplit version (and running
 //! without it until it appears), one watch per resource and scope, and shutdown.
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod restore;
 pub mod server;
 pub mod status;
 pub mod telemetry;
@@ -165,6 +167,10 @@ pub struct RunArgs {
     /// duration (refused otherwise). A write is also cut off when leadership runs out.
     #[arg(long, env = "L3_API_TIMEOUT", default_value = "4s")]
     pub api_timeout: String,
+    /// How often a policy's status is refreshed when only its figures moved (filtered signals,
+    /// DryRun weights); condition, generation and weight-write changes are written at once.
+    #[arg(long, env = "L3_STATUS_INTERVAL", default_value = "30s")]
+    pub status_interval: String,
 }
 
 /// How often the control loop looks for due policies.
@@ -216,15 +222,19 @@ pub fn timing_flags(args: &RunArgs) -> Result<(Duration, Duration)> {
 /// Run the operator until a shutdown signal.
 pub fn main(args: &RunArgs) -> Result<()> {
     telemetry::init(args.log_format);
+    runtime()?.block_on(run(args.clone()))
+}
+
+/// The multi-threaded runtime of the subcommands that talk to the API server.
+fn runtime() -> Result<tokio::runtime::Runtime> {
     crate::tls::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|source| Error::Io {
             context: "starting the runtime".into(),
             source,
-        })?;
-    rt.block_on(run(args.clone()))
+        })
 }
 
 fn now_secs() -> f64 {
@@ -265,6 +275,7 @@ struct Shared {
     leadership: Leadership,
     holder: String,
     api_timeout: Duration,
+    status_interval: Duration,
     readiness: Arc<Readiness>,
 }
 
@@ -375,15 +386,18 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
         shared.metrics.clone(),
         shared.api_timeout,
     );
-    let op = Arc::new(Operator::new(
-        actuator,
-        shared.source.clone(),
-        shared.metrics.clone(),
-        shared.leadership.clone(),
-        policy_stores.clone(),
-        lookup,
-        Some(recorder),
-    ));
+    let op = Arc::new(
+        Operator::new(
+            actuator,
+            shared.source.clone(),
+            shared.metrics.clone(),
+            shared.leadership.clone(),
+            policy_stores.clone(),
+            lookup,
+            Some(recorder),
+        )
+        .with_status_interval(shared.status_interval),
+    );
     // Dropping the set (a new phase, or shutdown) stops every controller of this phase.
     let mut tasks = tokio::task::JoinSet::new();
     for c in controllers {
@@ -475,6 +489,7 @@ async fn check_forever(
 
 async fn run(args: RunArgs) -> Result<()> {
     let (lease_ttl, api_timeout) = timing_flags(&args)?;
+    let status_interval = duration_flag("status-interval", &args.status_interval)?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let source = signal_source(&args.prometheus, &registry)?;
@@ -558,6 +573,7 @@ async fn run(args: RunArgs) -> Result<()> {
         leadership: leadership.clone(),
         holder,
         api_timeout,
+        status_interval,
         readiness,
     };
     let work = async {

@@ -1,7 +1,9 @@
 //! Status of a LatencyPolicy: the conditions (`Ready`, `TargetFound`, `MetricsAvailable`,
-//! `Conflict`) with observedGeneration and stable transition times, and the transitions that
-//! become Events. Values are rounded so that noise below what anyone reads does not count as
-//! a change: a status is written only when it differs from the last one written.
+//! `Conflict`, `Contested`) with observedGeneration and stable transition times, the
+//! transitions that become Events, and when a status is worth writing. Values are rounded so
+//! that noise below what anyone reads does not count as a change; what someone acts on (a
+//! condition, the generation, a weight write, the backend list) is written at once, the rest
+//! (filtered signals, DryRun weights) at most every status interval.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -15,8 +17,12 @@ pub const TARGET_FOUND: &str = "TargetFound";
 pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
 /// Condition: another, older policy targets the same split; this one is refused.
 pub const CONFLICT: &str = "Conflict";
+/// Condition: another writer keeps changing the split's weights; l3 has stopped writing it
+/// until the policy's spec changes. False while l3 is alone, or paused after one change.
+pub const CONTESTED: &str = "Contested";
 /// Every condition type, for the `l3_policies` metric.
-pub const CONDITION_TYPES: [&str; 4] = [READY, TARGET_FOUND, METRICS_AVAILABLE, CONFLICT];
+pub const CONDITION_TYPES: [&str; 5] =
+    [READY, TARGET_FOUND, METRICS_AVAILABLE, CONFLICT, CONTESTED];
 
 /// One condition as the cycle decided it.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,8 +91,8 @@ pub fn merge_conditions(
             Some(p) if !changed => p.last_transition_time.clone(),
             _ => now.clone(),
         };
-        // Conflict=True and every other condition False are the bad news.
-        let warning = if c.type_ == CONFLICT {
+        // Conflict=True, Contested=True and every other condition False are the bad news.
+        let warning = if c.type_ == CONFLICT || c.type_ == CONTESTED {
             c.status
         } else {
             !c.status
@@ -120,6 +126,54 @@ pub fn round(v: f64, digits: i32) -> f64 {
     } else {
         0.0
     }
+}
+
+/// Round to `digits` significant digits (latency, RPS and in-flight span orders of magnitude:
+/// 0.0123 s and 1230 RPS are read to three digits alike).
+pub fn significant(v: f64, digits: i32) -> f64 {
+    if !v.is_finite() {
+        return 0.0;
+    }
+    if v == 0.0 {
+        return 0.0;
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    round(v, digits - 1 - magnitude)
+}
+
+/// Whether `new` differs from `old` in something a reader acts on: a condition's status or
+/// reason, the observed generation, the time of the last weight write, or the backend list.
+/// Such a change is written at once; see [`due`].
+pub fn significant_change(old: &LatencyPolicyStatus, new: &LatencyPolicyStatus) -> bool {
+    let conds = |s: &LatencyPolicyStatus| -> Vec<(String, String, String)> {
+        s.conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    };
+    let services = |s: &LatencyPolicyStatus| -> Vec<String> {
+        s.backends.iter().map(|b| b.service.clone()).collect()
+    };
+    old.observed_generation != new.observed_generation
+        || old.last_weight_update != new.last_weight_update
+        || conds(old) != conds(new)
+        || services(old) != services(new)
+}
+
+/// Whether to write `new` now: always if nothing was written yet or on a significant change;
+/// otherwise only if it [`changed`] and at least `interval_secs` passed since the last write
+/// (`since_last_secs`). With noisy signals the rounded figures change every cycle, so without
+/// this bound every policy would be written every interval.
+pub fn due(
+    old: Option<&LatencyPolicyStatus>,
+    new: &LatencyPolicyStatus,
+    since_last_secs: f64,
+    interval_secs: f64,
+) -> bool {
+    let Some(o) = old else {
+        return true;
+    };
+    significant_change(o, new) || (since_last_secs >= interval_secs && changed(old, new))
 }
 
 /// How stale a backend's reported `lastSampleTime` may get before the status is rewritten for
@@ -197,5 +251,51 @@ mod tests {
         assert_eq!(c3[0].last_transition_time, t1);
         assert_eq!(tr.len(), 1);
         assert!(tr[0].warning);
+    }
+
+    #[test]
+    fn figures_round_to_what_is_read() {
+        assert_eq!(significant(0.012_345, 3), 0.0123);
+        assert_eq!(significant(1234.5, 3), 1230.0);
+        assert_eq!(significant(0.0, 3), 0.0);
+        assert_eq!(significant(f64::NAN, 3), 0.0);
+    }
+
+    #[test]
+    fn noise_waits_for_the_interval_and_conditions_do_not() {
+        let t0 = time(100.0);
+        let (conditions, _) = merge_conditions(
+            &[],
+            &[Cond::new(READY, true, "WeightsComputed", "ok")],
+            Some(1),
+            &t0,
+        );
+        let old = LatencyPolicyStatus {
+            observed_generation: Some(1),
+            conditions,
+            last_weight_update: None,
+            backends: vec![crate::operator::crd::BackendStatus {
+                service: "a".into(),
+                weight: 500,
+                latency_seconds: 0.0123,
+                ..Default::default()
+            }],
+        };
+        let mut noisy = old.clone();
+        noisy.backends[0].latency_seconds = 0.0124;
+        noisy.backends[0].weight = 501;
+        assert!(!due(Some(&old), &noisy, 5.0, 30.0), "noise waits");
+        assert!(due(Some(&old), &noisy, 30.0, 30.0), "and is refreshed");
+        assert!(!due(Some(&old), &old, 300.0, 30.0), "no change, no write");
+        let mut generation = old.clone();
+        generation.observed_generation = Some(2);
+        assert!(due(Some(&old), &generation, 0.0, 30.0));
+        let mut reason = old.clone();
+        reason.conditions[0].reason = "DryRun".into();
+        assert!(due(Some(&old), &reason, 0.0, 30.0));
+        let mut written = old.clone();
+        written.last_weight_update = Some(time(105.0));
+        assert!(due(Some(&old), &written, 0.0, 30.0));
+        assert!(due(None, &old, 0.0, 30.0));
     }
 }
