@@ -11,15 +11,23 @@ use std::time::Duration;
 use serde_json::json;
 use support::cluster::{self, AuditEvent};
 use support::eventually;
-use support::fixture::{API_TIMEOUT, Backend, Fixture, INTERVAL, LEASE, Setup};
+use support::fixture::{Backend, Fixture, INTERVAL, LEASE, Setup};
 
 /// The loop's tick: a due policy waits for it at most this long, seconds.
 const TICK: f64 = 1.0;
 
+/// What only the leader may write (SelfSubjectAccessReviews are creates, but change nothing).
+const LEADER_ONLY: [&str; 3] = ["trafficsplits", "latencypolicies", "events"];
+
 /// Writes by a replica that was not the last to write the Lease before it: each is a moment at
 /// which two replicas believed they led.
 fn overlapping_writes(events: &[AuditEvent], lease_ns: &str) -> Vec<String> {
-    let mut events: Vec<&AuditEvent> = events.iter().filter(|e| e.is_write()).collect();
+    let mut events: Vec<&AuditEvent> = events
+        .iter()
+        .filter(|e| {
+            e.is_write() && (e.resource == "leases" || LEADER_ONLY.contains(&e.resource.as_str()))
+        })
+        .collect();
     events.sort_by(|a, b| a.at.total_cmp(&b.at));
     let mut holder: Option<&str> = None;
     let mut bad = Vec::new();
@@ -46,7 +54,10 @@ fn first_write(f: &Fixture, pod: &str, from: f64) -> Option<f64> {
     f.l3_audit()
         .into_iter()
         .filter(|e| {
-            e.at >= from && e.is_write() && e.resource != "leases" && e.pod.as_deref() == Some(pod)
+            e.at >= from
+                && e.is_write()
+                && LEADER_ONLY.contains(&e.resource.as_str())
+                && e.pod.as_deref() == Some(pod)
         })
         .map(|e| e.at)
         .reduce(f64::min)
@@ -80,6 +91,7 @@ async fn takeover_after_kill_and_sigterm_without_two_writers() {
             },
         ],
         apps_namespace: None,
+        lease: None,
     })
     .await;
     let initial = support::mesh::raw_weights(&f.split().await);
@@ -114,7 +126,7 @@ async fn takeover_after_kill_and_sigterm_without_two_writers() {
 
     // The killed replica comes back as a follower; then SIGTERM the leader.
     let old_pod = f.replicas[leader].pod.clone();
-    let back = f.release.start(f.cp, &old_pod, API_TIMEOUT).await;
+    let back = f.start_pod(&old_pod).await;
     f.replicas[leader] = back;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let current = f.wait_leader().await;
@@ -150,6 +162,112 @@ async fn takeover_after_kill_and_sigterm_without_two_writers() {
     )
     .await;
 
+    let bad = overlapping_writes(&f.l3_audit(), &f.release.namespace);
+    assert!(
+        bad.is_empty(),
+        "writes by a replica that did not hold the lease:\n{}",
+        bad.join("\n")
+    );
+}
+
+/// Twenty rounds with three replicas on a 2 s lease: all start at once (concurrent acquire), then
+/// each round the leader is killed (-9, even rounds) or terminated (SIGTERM, odd rounds) while
+/// the signals change, one of the other two takes over, and the stopped one comes back to
+/// compete again. No write by a replica that did
+/// not hold the lease, in any round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_rounds_of_kill_and_sigterm_never_have_two_writers() {
+    const ROUNDS: usize = 20;
+    const SHORT_LEASE: f64 = 2.0;
+    let mut f = Fixture::new(Setup {
+        namespace: "l3-rounds",
+        backends: vec![
+            Backend {
+                service: "web-a",
+                weight: json!(100),
+                ms: 20.0,
+            },
+            Backend {
+                service: "web-b",
+                weight: json!(100),
+                ms: 60.0,
+            },
+        ],
+        apps_namespace: None,
+        lease: Some((SHORT_LEASE, "--api-timeout=500ms")),
+    })
+    .await;
+    let initial = support::mesh::raw_weights(&f.split().await);
+    for i in 0..3 {
+        f.start_replica(i).await;
+    }
+    f.create_policy("web", "Enforce", json!({"interval": "1s"}))
+        .await;
+    f.wait_adopted("web", &initial).await;
+    let mut kills = Vec::new();
+    let mut terms = Vec::new();
+    for round in 0..ROUNDS {
+        let leader = f.wait_leader().await;
+        let pod = f.replicas[leader].pod.clone();
+        f.set_latency("web-a", if round % 2 == 0 { 300.0 } else { 20.0 });
+        let at = cluster::now();
+        if round % 2 == 0 {
+            f.replicas[leader].kill();
+        } else {
+            assert!(
+                f.replicas[leader].terminate(Duration::from_secs(10)),
+                "round {round}: {pod} did not exit within 10 s of SIGTERM"
+            );
+        }
+        // One of the two others takes the lease.
+        let took = eventually(
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || async {
+                f.l3_audit()
+                    .into_iter()
+                    // The first Lease write after the event: a takeover (or, after SIGTERM, the
+                    // release itself, then the takeover right after it).
+                    .filter(|e| e.at > at && e.is_write() && e.resource == "leases")
+                    .filter(|e| e.pod.as_deref() != Some(pod.as_str()))
+                    .map(|e| e.at)
+                    .reduce(f64::min)
+                    .ok_or_else(|| format!("round {round}: nobody wrote the lease\n{}", f.logs()))
+            },
+        )
+        .await
+            - at;
+        if round % 2 == 0 {
+            kills.push(took);
+        } else {
+            terms.push(took);
+        }
+        // The stopped replica comes back (a container restart: same pod name) and competes.
+        f.replicas[leader] = f.start_pod(&pod).await;
+        // Let the new leader write.
+        tokio::time::sleep(Duration::from_secs_f64(SHORT_LEASE)).await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        format!(
+            "median {:.2} s, max {:.2} s",
+            v[v.len() / 2],
+            v[v.len() - 1]
+        )
+    };
+    eprintln!(
+        "lease written again after kill -9: {}; after SIGTERM: {}",
+        stats(&mut kills),
+        stats(&mut terms)
+    );
+    let writers: std::collections::BTreeSet<String> = f
+        .l3_audit()
+        .iter()
+        .filter(|e| e.is_write() && LEADER_ONLY.contains(&e.resource.as_str()))
+        .filter_map(|e| e.pod.clone())
+        .collect();
+    eprintln!("replicas that wrote as leaders: {writers:?}");
+    assert!(writers.len() >= 2, "leadership never moved: {writers:?}");
     let bad = overlapping_writes(&f.l3_audit(), &f.release.namespace);
     assert!(
         bad.is_empty(),

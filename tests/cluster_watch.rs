@@ -32,6 +32,7 @@ async fn watches_survive_compaction_and_an_apiserver_kill() {
             },
         ],
         apps_namespace: None,
+        lease: None,
     })
     .await;
     let initial = mesh::raw_weights(&f.split().await);

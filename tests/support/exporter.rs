@@ -68,32 +68,66 @@ struct Backend {
     pods: u32,
     profile: Profile,
     counters: Counters,
+    /// Relative noise of rate and latency per scrape interval (0: none).
+    jitter: f64,
 }
 
 #[derive(Debug)]
 struct Model {
     backends: Vec<Backend>,
     last: Instant,
+    rng: Rng,
+}
+
+/// A small deterministic generator (xorshift64*) for the exporter's noise.
+#[derive(Debug)]
+struct Rng(u64);
+
+impl Rng {
+    /// Uniform in [-1, 1].
+    fn symmetric(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        (x as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
 }
 
 impl Model {
+    fn outbound(&mut self, namespace: &str, service: &str) -> &mut Backend {
+        self.backends
+            .iter_mut()
+            .find(|b| b.namespace == namespace && b.service == service && b.direction == "outbound")
+            .expect("known backend")
+    }
+
     fn advance(&mut self) {
         let now = Instant::now();
         let dt = now.duration_since(self.last).as_secs_f64();
         self.last = now;
         for b in &mut self.backends {
+            // Noise: this stretch of time has its own rate and its own latency scale.
+            let (rate_scale, latency_scale) = if b.jitter > 0.0 {
+                (
+                    1.0 + b.jitter * self.rng.symmetric(),
+                    1.0 + b.jitter * self.rng.symmetric(),
+                )
+            } else {
+                (1.0, 1.0)
+            };
             let p = &b.profile;
             let c = &mut b.counters;
-            let n = p.rps * dt;
+            let n = p.rps * dt * rate_scale;
             let ok = n * p.success_ratio;
             let fail = n - ok;
             c.requests += n;
             c.ok += ok;
             c.fail += fail;
-            c.ok_sum += ok * p.ok_mean_ms;
+            c.ok_sum += ok * p.ok_mean_ms * latency_scale;
             c.fail_sum += fail * p.fail_ms;
             for (i, &le) in BUCKETS_MS.iter().enumerate() {
-                c.ok_buckets[i] += ok * p.fraction_at(le);
+                c.ok_buckets[i] += ok * p.fraction_at(le / latency_scale);
                 if p.fail_ms <= le {
                     c.fail_buckets[i] += fail;
                 }
@@ -205,6 +239,7 @@ impl Exporter {
         let model = Arc::new(Mutex::new(Model {
             backends: Vec::new(),
             last: Instant::now(),
+            rng: Rng(0x9E37_79B9_7F4A_7C15),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -268,6 +303,7 @@ impl Exporter {
                 fail_sum: fail * profile.fail_ms,
             },
             profile,
+            jitter: 0.0,
         });
     }
 
@@ -275,12 +311,15 @@ impl Exporter {
     pub fn update(&self, namespace: &str, service: &str, f: impl FnOnce(&mut Profile)) {
         let mut m = self.model();
         m.advance();
-        let b = m
-            .backends
-            .iter_mut()
-            .find(|b| b.namespace == namespace && b.service == service && b.direction == "outbound")
-            .expect("known backend");
-        f(&mut b.profile);
+        f(&mut m.outbound(namespace, service).profile);
+    }
+
+    /// From now on, vary a backend's rate and latency by up to `jitter` (e.g. 0.05 for ±5 %)
+    /// between scrapes.
+    pub fn set_jitter(&self, namespace: &str, service: &str, jitter: f64) {
+        let mut m = self.model();
+        m.advance();
+        m.outbound(namespace, service).jitter = jitter;
     }
 }
 

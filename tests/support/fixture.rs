@@ -50,6 +50,9 @@ pub struct Setup<'a> {
     /// Where the split and the policies live, if not in `namespace`; the chart is then
     /// installed cluster-wide and told to watch only that namespace.
     pub apps_namespace: Option<&'a str>,
+    /// Lease duration and write timeout (`--api-timeout`, under a third of it), if not
+    /// [`LEASE`] and [`API_TIMEOUT`].
+    pub lease: Option<(f64, &'static str)>,
 }
 
 /// A test's world; dropping it stops the replicas, the mesh and Prometheus.
@@ -70,6 +73,8 @@ pub struct Fixture {
     pub replicas: Vec<Replica>,
     /// When the fixture was set up (seconds since the epoch), for audit queries.
     pub since: f64,
+    /// The `--api-timeout` argument replicas get.
+    pub api_timeout: &'static str,
     _mesh: Mesh,
 }
 
@@ -86,7 +91,10 @@ impl Fixture {
         let prometheus = Prometheus::start(&bin, &[exporter.addr]).await;
         let mut helm_args = vec![
             format!("--set=prometheus.url={}", prometheus.url),
-            format!("--set=leaderElection.leaseDuration={LEASE}s"),
+            format!(
+                "--set=leaderElection.leaseDuration={}s",
+                setup.lease.map_or(LEASE, |l| l.0)
+            ),
             "--set=logLevel=info".to_owned(),
         ];
         let ns = match setup.apps_namespace {
@@ -123,6 +131,7 @@ impl Fixture {
             .collect();
         let mesh = Mesh::follow(&admin, &exporter, &ns, SPLIT, TOTAL_RPS, profiles);
         Fixture {
+            api_timeout: setup.lease.map_or(API_TIMEOUT[0], |l| l.1),
             cp,
             admin,
             ns,
@@ -137,8 +146,13 @@ impl Fixture {
 
     /// Start replica `l3-<i>`.
     pub async fn start_replica(&mut self, i: usize) {
-        let r = self.release.start(self.cp, &format!("l3-{i}"), API_TIMEOUT).await;
+        let r = self.start_pod(&format!("l3-{i}")).await;
         self.replicas.push(r);
+    }
+
+    /// Start a replica as `pod` (again, after it was stopped), without keeping it.
+    pub async fn start_pod(&self, pod: &str) -> Replica {
+        self.release.start(self.cp, pod, &[self.api_timeout]).await
     }
 
     /// The policies API of the test namespace.

@@ -186,7 +186,9 @@ impl Release {
             })
             .chain(extra.iter().map(|s| (*s).to_owned()))
             .collect();
-        let mut cmd = cluster::logged(&self.dir, &format!("{pod}.log"), env!("CARGO_BIN_EXE_l3"));
+        // L3_BIN runs another build (a before/after comparison); by default the one under test.
+        let bin = std::env::var("L3_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_l3").to_owned());
+        let mut cmd = cluster::logged(&self.dir, &format!("{pod}.log"), bin);
         cmd.args(&args)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", &self.rust_log)
