@@ -13,16 +13,14 @@ build: ## Build the l3 binary (debug)
 
 # The cluster tests (tests/cluster_*.rs) share one control plane per test binary, so they run
 # under libtest (one process per binary, tests as threads) rather than nextest (one process per
-# test). Their tests mostly wait on the API server and l3, hence more threads than cores.
-CLUSTER_TEST_THREADS ?= 8
-
+# test), all binaries side by side (scripts/cluster-tests.sh).
 test: ## Run every test (unit, property, integration, real control plane)
 	$(CARGO) nextest run --locked --no-fail-fast -E 'not binary(/^cluster_/)'
-	$(CARGO) test --locked --test 'cluster_*' -- --test-threads=$(CLUSTER_TEST_THREADS)
+	scripts/cluster-tests.sh
 
 .PHONY: test-cluster
 test-cluster: testenv tools tools-helm ## Only the real-control-plane tests (tests/cluster_*.rs)
-	$(CARGO) test --locked --test 'cluster_*' -- --test-threads=$(CLUSTER_TEST_THREADS)
+	scripts/cluster-tests.sh
 
 lint: ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
@@ -30,6 +28,13 @@ lint: ## rustfmt --check and clippy -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
+
+# cargo-nextest runs the suite; installed from crates.io when missing (a few minutes, once).
+.PHONY: tools-nextest
+tools-nextest: ## Install cargo-nextest when missing
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+test: tools-nextest
 
 bench: ## Run the benchmarks (release mode)
 	$(CARGO) bench --locked

@@ -177,31 +177,52 @@ pub fn due(
 }
 
 /// How stale a backend's reported `lastSampleTime` may get before the status is rewritten for
-/// it alone.
-pub const SAMPLE_TIME_REFRESH_SECS: i64 = 60;
+/// it alone. Stale metrics show at once anyway, through the `MetricsAvailable` condition.
+pub const SAMPLE_TIME_REFRESH_SECS: i64 = 300;
 
-/// Whether `new` differs from what was last written. A backend's `lastSampleTime` advances
-/// every cycle while traffic flows; on its own it triggers a write only once it is
-/// [`SAMPLE_TIME_REFRESH_SECS`] ahead of the written one, so a steady state stays quiet.
+/// Relative move of a backend's latency, RPS or in-flight figure worth a refresh: noise of a few
+/// percent between cycles is not news to anyone reading the status.
+pub const FIGURE_MOVE: f64 = 0.10;
+/// Move of a backend's share (and of its weight out of 1000) worth a refresh: half a point,
+/// half the default hysteresis.
+pub const SHARE_MOVE: f64 = 0.005;
+/// Move of a backend's success rate worth a refresh: a tenth of a point.
+pub const SUCCESS_MOVE: f64 = 0.001;
+
+/// Whether `new` differs materially from what was last written: anything but the backends'
+/// figures differs, or a figure moved by more than [`FIGURE_MOVE`] (relative), [`SHARE_MOVE`]
+/// or [`SUCCESS_MOVE`], or a backend's `lastSampleTime` is [`SAMPLE_TIME_REFRESH_SECS`] ahead of
+/// the written one. Comparing against what was written, not the last cycle, means a slow drift
+/// is refreshed once it adds up, while noise that stays within the bands never is.
 pub fn changed(old: Option<&LatencyPolicyStatus>, new: &LatencyPolicyStatus) -> bool {
     let Some(old) = old else {
         return true;
     };
     let strip = |s: &LatencyPolicyStatus| {
         let mut s = s.clone();
-        for b in &mut s.backends {
-            b.last_sample_time = None;
-        }
+        s.backends.clear();
         s
     };
-    if strip(old) != strip(new) {
+    if strip(old) != strip(new) || old.backends.len() != new.backends.len() {
         return true;
     }
+    let moved = |a: f64, b: f64| {
+        let scale = a.abs().max(b.abs());
+        scale > 0.0 && (a - b).abs() > FIGURE_MOVE * scale
+    };
     old.backends.iter().zip(&new.backends).any(|(o, n)| {
-        match (&o.last_sample_time, &n.last_sample_time) {
+        let sample_time = match (&o.last_sample_time, &n.last_sample_time) {
             (Some(o), Some(n)) => n.0.as_second() - o.0.as_second() >= SAMPLE_TIME_REFRESH_SECS,
             (o, n) => o.is_some() != n.is_some(),
-        }
+        };
+        o.service != n.service
+            || f64::from(o.weight.abs_diff(n.weight)) >= SHARE_MOVE * 1000.0
+            || (o.share - n.share).abs() >= SHARE_MOVE
+            || (o.success_rate - n.success_rate).abs() >= SUCCESS_MOVE
+            || moved(o.latency_seconds, n.latency_seconds)
+            || moved(o.requests_per_second, n.requests_per_second)
+            || moved(o.inflight, n.inflight)
+            || sample_time
     })
 }
 
@@ -262,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn noise_waits_for_the_interval_and_conditions_do_not() {
+    fn noise_is_not_news_a_drift_waits_for_the_interval_and_conditions_do_not() {
         let t0 = time(100.0);
         let (conditions, _) = merge_conditions(
             &[],
@@ -285,7 +306,15 @@ mod tests {
         noisy.backends[0].latency_seconds = 0.0124;
         noisy.backends[0].weight = 501;
         assert!(!due(Some(&old), &noisy, 5.0, 30.0), "noise waits");
-        assert!(due(Some(&old), &noisy, 30.0, 30.0), "and is refreshed");
+        assert!(
+            !due(Some(&old), &noisy, 300.0, 30.0),
+            "and, within the bands, is never news"
+        );
+        let mut drift = old.clone();
+        drift.backends[0].latency_seconds = 0.0150;
+        drift.backends[0].weight = 520;
+        assert!(!due(Some(&old), &drift, 5.0, 30.0), "a drift waits");
+        assert!(due(Some(&old), &drift, 30.0, 30.0), "and is refreshed");
         assert!(!due(Some(&old), &old, 300.0, 30.0), "no change, no write");
         let mut generation = old.clone();
         generation.observed_generation = Some(2);
