@@ -363,3 +363,92 @@ async fn namespace_deletion_completes() {
         "l3 added and released its finalizer ({released} policy writes)"
     );
 }
+
+/// Restore is final while l3 is busy writing: the signals swing every second, so a weight write
+/// is planned almost every cycle, and the policy is switched to DryRun (ten times) or deleted at
+/// arbitrary moments. Each time the split gets its originals back and keeps them: no write planned
+/// before the switch lands after the restore, and the annotation never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_is_final_while_weights_are_moving() {
+    let mut f = Fixture::new(Setup {
+        namespace: "l3-final",
+        backends: vec![
+            backend("web-a", json!("500m"), 20.0),
+            backend("web-b", json!("500m"), 60.0),
+        ],
+        apps_namespace: None,
+        lease: None,
+    })
+    .await;
+    let initial = mesh::raw_weights(&f.split().await);
+    f.start_replica(0).await;
+    f.create_policy("web", "Enforce", json!({"interval": "1s"}))
+        .await;
+    f.wait_adopted("web", &initial).await;
+    // Swing web-a between fast and slow every second, for the whole test.
+    let exporter = f.exporter.clone();
+    let ns = f.ns.clone();
+    let swing = tokio::spawn(async move {
+        let mut slow = false;
+        loop {
+            slow = !slow;
+            let p = mesh::steady(if slow { 300.0 } else { 20.0 });
+            exporter.update(&ns, "web-a", |q| {
+                q.ok_cdf = p.ok_cdf.clone();
+                q.ok_mean_ms = p.ok_mean_ms;
+            });
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    for round in 0..10 {
+        if round > 0 {
+            f.set_mode("web", "Enforce").await;
+            f.wait_adopted("web", &initial).await;
+            // Let a few weight writes happen.
+            tokio::time::sleep(Duration::from_millis(1500 + 300 * round)).await;
+        }
+        let last = round == 9;
+        if last {
+            f.delete_policy("web").await;
+        } else {
+            f.set_mode("web", "DryRun").await;
+        }
+        eventually(mesh::SETTLE, Duration::from_millis(100), || async {
+            let split = f.split().await;
+            let w = mesh::raw_weights(&split);
+            let ann = split.annotations().get(ORIGINALS).cloned();
+            if w == initial && ann.is_none() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "round {round}: weights {w:?}, annotation {ann:?}\n{}",
+                    f.logs()
+                ))
+            }
+        })
+        .await;
+        let restored = cluster::now();
+        // Three cycles later the restore still stands, and l3 wrote nothing after it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let split = f.split().await;
+        assert_eq!(
+            mesh::raw_weights(&split),
+            initial,
+            "round {round}: restore undone"
+        );
+        assert!(
+            split.annotations().get(ORIGINALS).is_none(),
+            "round {round}: the annotation came back"
+        );
+        let late: Vec<_> = f
+            .split_writes(restored)
+            .into_iter()
+            .filter(|e| e.verb == "patch")
+            .collect();
+        assert!(
+            late.is_empty(),
+            "round {round}: writes after the restore: {late:?}"
+        );
+    }
+    swing.abort();
+}
