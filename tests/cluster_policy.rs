@@ -16,16 +16,10 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::{self, count_by_verb_resource};
 use support::eventually;
-use support::fixture::{Backend, FINALIZER, Fixture, INTERVAL, ORIGINALS, Setup, secs_since};
+use support::fixture::{
+    Backend, FINALIZER, Fixture, INTERVAL, ORIGINALS, SPLIT, Setup, backend, secs_since,
+};
 use support::mesh;
-
-fn backend(service: &'static str, weight: Value, ms: f64) -> Backend {
-    Backend {
-        service,
-        weight,
-        ms,
-    }
-}
 
 fn three_backends() -> Vec<Backend> {
     vec![
@@ -215,20 +209,8 @@ async fn dry_run_never_writes_and_restore_is_exact() {
         } else {
             f.delete_policy("web").await;
         }
-        eventually(mesh::SETTLE, Duration::from_millis(100), || async {
-            let split = f.split().await;
-            let w = mesh::raw_weights(&split);
-            let ann = split.annotations().get(ORIGINALS).cloned();
-            if w == initial && ann.is_none() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "round {round} ({undo}): weights {w:?}, annotation {ann:?}\n{}",
-                    f.logs()
-                ))
-            }
-        })
-        .await;
+        eprintln!("round {round}: {undo}");
+        f.wait_restored(SPLIT, &initial).await;
         // Restore is final: it is still there after three more intervals.
         tokio::time::sleep(Duration::from_secs_f64(3.0 * INTERVAL)).await;
         let split = f.split().await;

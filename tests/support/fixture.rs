@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use l3::operator::crd::LatencyPolicy;
@@ -28,6 +30,12 @@ pub const API_TIMEOUT: &[&str] = &["--api-timeout=1500ms"];
 pub const TOTAL_RPS: f64 = 200.0;
 /// Annotation l3 records the original weights in.
 pub const ORIGINALS: &str = "l3.dev/original-weights";
+/// Annotation l3 records its last weights write in.
+pub const APPLIED: &str = "l3.dev/applied-weights";
+/// Annotation l3 records adopted foreign changes in.
+pub const FOREIGN: &str = "l3.dev/foreign-changes";
+/// Policy annotation naming the split l3's finalizer is for.
+pub const ADOPTED_TARGET: &str = "l3.dev/adopted-target";
 /// l3's finalizer on policies.
 pub const FINALIZER: &str = "l3.dev/restore-weights";
 
@@ -39,6 +47,15 @@ pub struct Backend {
     pub weight: Value,
     /// Typical latency of its successful responses, ms.
     pub ms: f64,
+}
+
+/// A backend of the test split: `service` at `weight` answering in about `ms`.
+pub fn backend(service: &'static str, weight: Value, ms: f64) -> Backend {
+    Backend {
+        service,
+        weight,
+        ms,
+    }
 }
 
 /// What to set up.
@@ -209,10 +226,141 @@ impl Fixture {
 
     /// The split as stored.
     pub async fn split(&self) -> DynamicObject {
+        self.split_named(SPLIT).await
+    }
+
+    /// Split `name` of the test namespace as stored.
+    pub async fn split_named(&self, name: &str) -> DynamicObject {
         mesh::splits(&self.admin, &self.ns)
-            .get(SPLIT)
+            .get(name)
             .await
-            .expect("get split")
+            .unwrap_or_else(|e| panic!("get split {name}: {e}"))
+    }
+
+    /// Merge-patch split `name` as the admin (another writer than l3, like Argo CD or a user).
+    pub async fn patch_split(&self, name: &str, patch: Value) -> DynamicObject {
+        mesh::splits(&self.admin, &self.ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap_or_else(|e| panic!("patch split {name} with {patch}: {e}"))
+    }
+
+    /// Set split `name`'s backends to exactly `weights` as the admin (a merge patch replaces
+    /// the whole list).
+    pub async fn set_weights(&self, name: &str, weights: &[(&str, Value)]) -> DynamicObject {
+        let backends: Vec<Value> = weights
+            .iter()
+            .map(|(s, w)| json!({"service": s, "weight": w}))
+            .collect();
+        self.patch_split(name, json!({"spec": {"backends": backends}}))
+            .await
+    }
+
+    /// l3's annotations on split `name` (original, applied, foreign changes) that are set.
+    pub async fn l3_annotations(&self, name: &str) -> Vec<(String, String)> {
+        self.split_named(name)
+            .await
+            .annotations()
+            .iter()
+            .filter(|(k, _)| [ORIGINALS, APPLIED, FOREIGN].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Wait until split `name` has exactly `weights` (as spelled) and no l3 annotation.
+    pub async fn wait_restored(&self, name: &str, weights: &[(String, Value)]) {
+        super::eventually(mesh::SETTLE, Duration::from_millis(100), || async {
+            let w = mesh::raw_weights(&self.split_named(name).await);
+            let ann = self.l3_annotations(name).await;
+            if w == weights && ann.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name}: weights {w:?} (want {weights:?}), annotations {ann:?}\n{}",
+                    self.logs()
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Condition `type_` of policy `name`, if reported.
+    pub async fn condition(&self, name: &str, type_: &str) -> Option<Condition> {
+        let p = self.policies().get(name).await.ok()?;
+        p.status?.conditions.into_iter().find(|c| c.type_ == type_)
+    }
+
+    /// Wait until condition `type_` of policy `name` has `status` and `reason`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+    ) -> Condition {
+        super::eventually(mesh::SETTLE, Duration::from_millis(250), || async {
+            match self.condition(name, type_).await {
+                Some(c) if c.status == status && c.reason == reason => Ok(c),
+                c => Err(format!(
+                    "policy {name}: {type_} is {c:?}, waiting for {status} {reason}\n{}",
+                    self.logs()
+                )),
+            }
+        })
+        .await
+    }
+
+    /// The Events (events.k8s.io/v1) about policy `name`, oldest first.
+    pub async fn events(&self, name: &str) -> Vec<Event> {
+        let api: Api<Event> = Api::namespaced(self.admin.clone(), &self.ns);
+        let mut evs: Vec<Event> = api
+            .list(&Default::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("LatencyPolicy") && r.name.as_deref() == Some(name)
+                })
+            })
+            .collect();
+        evs.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+        evs
+    }
+
+    /// Wait for an Event with `reason` about policy `name`.
+    pub async fn wait_event(&self, name: &str, reason: &str) -> Event {
+        super::eventually(mesh::SETTLE, Duration::from_millis(250), || async {
+            let evs = self.events(name).await;
+            evs.iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
+                .cloned()
+                .ok_or_else(|| {
+                    let seen: Vec<_> = evs.iter().map(|e| e.reason.clone()).collect();
+                    format!(
+                        "no {reason} Event for {name} (seen {seen:?})\n{}",
+                        self.logs()
+                    )
+                })
+        })
+        .await
+    }
+
+    /// Wait until policy `name` is gone (deleted, its finalizers released).
+    pub async fn wait_policy_gone(&self, name: &str, limit: Duration) {
+        super::eventually(limit, Duration::from_millis(100), || async {
+            match self.policies().get_opt(name).await {
+                Ok(None) => Ok(()),
+                Ok(Some(p)) => Err(format!(
+                    "policy {name} still there, finalizers {:?}\n{}",
+                    p.finalizers(),
+                    self.logs()
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
     }
 
     /// The split's original-weights annotation, if any.
@@ -278,12 +426,20 @@ impl Fixture {
 
     /// l3's successful writes to the test split since `from`.
     pub fn split_writes(&self, from: f64) -> Vec<AuditEvent> {
-        self.l3_audit()
+        self.writes_to(SPLIT, from)
+    }
+
+    /// l3's successful writes to split `name` since `from`, in time order.
+    pub fn writes_to(&self, name: &str, from: f64) -> Vec<AuditEvent> {
+        let mut w: Vec<AuditEvent> = self
+            .l3_audit()
             .into_iter()
             .filter(|e| {
-                e.at >= from && e.is_write() && e.resource == "trafficsplits" && e.name == SPLIT
+                e.at >= from && e.is_write() && e.resource == "trafficsplits" && e.name == name
             })
-            .collect()
+            .collect();
+        w.sort_by(|a, b| a.at.total_cmp(&b.at));
+        w
     }
 
     /// The current holder of the chart's Lease.

@@ -76,15 +76,19 @@ pub fn shares(obj: &DynamicObject) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// A weight as a number: an integer, or a Quantity string with an optional `m` suffix (the
-/// forms the tests write).
+/// A weight as a number: an integer, or a Quantity string with an optional decimal suffix
+/// (`m`, `k`, `M`, `G`) or exponent (the forms the tests write: `"500m"`, `"1k"`, `"1e3"`,
+/// `"+1"`).
 fn quantity(v: &Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().unwrap_or(0.0),
-        Value::String(s) => match s.strip_suffix('m') {
-            Some(m) => m.parse::<f64>().map(|x| x / 1000.0).unwrap_or(0.0),
-            None => s.parse().unwrap_or(0.0),
-        },
+        Value::String(s) => {
+            let (num, scale) = [("m", 1e-3), ("k", 1e3), ("M", 1e6), ("G", 1e9)]
+                .iter()
+                .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
+                .unwrap_or((s.as_str(), 1.0));
+            num.parse::<f64>().map(|x| x * scale).unwrap_or(0.0)
+        }
         _ => 0.0,
     }
 }

@@ -41,6 +41,15 @@ pub async fn create_namespace(client: &kube::Client, name: &str) {
     }
 }
 
+/// helm keeps a cache and config per user; keep them inside the run directory, one per
+/// release.
+fn helm_env(cmd: &mut Command, cp: &ControlPlane, ns: &str) {
+    let home = cp.dir.join(format!("helm-{ns}"));
+    cmd.env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+}
+
 /// A helm release of `charts/l3` and the identities of its replicas.
 pub struct Release {
     /// The release (and lease) namespace.
@@ -84,11 +93,7 @@ impl Release {
             .arg(format!("--kubeconfig={}", cp.admin_kubeconfig.display()))
             .arg("--timeout=60s");
         cmd.args(&install.helm_args);
-        // helm keeps a cache and config per user; keep them inside the run directory.
-        let home = cp.dir.join(format!("helm-{ns}"));
-        cmd.env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"));
+        helm_env(&mut cmd, cp, ns);
         let out = tokio::task::spawn_blocking(move || cmd.output())
             .await
             .expect("helm task")
@@ -123,6 +128,31 @@ impl Release {
             rust_log,
             dir,
         }
+    }
+
+    /// `helm uninstall` the release (waiting for its objects to be deleted); returns helm's
+    /// output, failing the test if helm fails.
+    pub async fn uninstall(&self, cp: &ControlPlane) -> String {
+        let ns = &self.namespace;
+        let mut cmd = Command::new(helm());
+        cmd.arg("uninstall")
+            .arg(ns)
+            .arg(format!("--namespace={ns}"))
+            .arg(format!("--kubeconfig={}", cp.admin_kubeconfig.display()))
+            .arg("--wait")
+            .arg("--timeout=60s");
+        helm_env(&mut cmd, cp, ns);
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .expect("helm task")
+            .expect("run helm");
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "helm uninstall failed:\n{text}");
+        text
     }
 
     /// A Pod object for replica `pod` (never scheduled) and a kubeconfig with a token of the
