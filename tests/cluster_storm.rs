@@ -84,7 +84,8 @@ async fn noisy_steady_signals_stay_under_two_writes_per_policy_per_minute() {
         )
         .await;
     }
-    // Every split adopted, then a minute for the filters to leave their start values.
+    // Every split adopted, then 90 s for the filters to leave their start values (latency 5 s,
+    // RPS 0) and the mesh to follow the weights.
     eventually(Duration::from_secs(180), Duration::from_secs(1), || async {
         let list = mesh::splits(&f.admin, &f.ns)
             .list(&Default::default())
@@ -105,7 +106,7 @@ async fn noisy_steady_signals_stay_under_two_writes_per_policy_per_minute() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(90)).await;
 
     let from = cluster::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;

@@ -1,7 +1,7 @@
 //! Algorithm 2 of the paper: reshape the weights when the total request rate changes.
 
 /// Exponent of the rate-control damping terms. The paper's Go code wrote `3/2`, which Go's
-/// integer division turns into 1 (field-notes §2); Algorithm 2 and Eq. 5 say 1.5.
+/// integer division turns into 1; Algorithm 2 and Eq. 5 say 1.5.
 pub const RATE_CONTROL_EXPONENT: f64 = 1.5;
 
 /// Upper bound of the relative change `c`. When the filtered rate is zero and traffic appears,

@@ -7,7 +7,7 @@ pub const DEFAULT_PENALTY_SECS: f64 = 0.6;
 
 /// Smallest success rate the weighting uses. The paper's `Rs = 0` branch sets `Lest = Ls`, which
 /// removes the penalty exactly when every request fails, so a backend that fails fast would look
-/// like the best one (field-notes §1). Clamping `Rs` to this floor keeps the penalty large
+/// like the best one (Algorithm 1, §3.1). Clamping `Rs` to this floor keeps the penalty large
 /// (`P * 999`) but finite, and the backend drops to the minimum share instead.
 pub const MIN_SUCCESS_RATE: f64 = 1e-3;
 

@@ -1,5 +1,5 @@
 //! `make evaluate`: every built-in scenario × every policy × several seeds, summarised beside the
-//! paper's published figures (field-notes §1) as the Markdown of `docs/evaluation.md`.
+//! paper's published figures (§5.3, Figures 9–12) as the Markdown of `docs/evaluation.md`.
 //!
 //! Runs are spread over std threads (one job per scenario and seed); the output does not depend
 //! on the number of threads or their timing.
@@ -27,7 +27,7 @@ pub struct Published {
     pub source: &'static str,
 }
 
-/// The paper's figures (§5.3, Figures 9–12; field-notes §1).
+/// The paper's figures (§5.3, Figures 9–12).
 pub const PUBLISHED: [Published; 8] = [
     Published {
         scenario: "hotel-reservation",
@@ -210,7 +210,7 @@ pub fn markdown(policies: &[PolicyKind], seeds: &[u64], duration: Option<f64>) -
          [min, max]**. A p99 change is `(p99_policy - p99_baseline) / p99_baseline` per seed; \
          negative is better. Latency is end to end as the client sees it (WAN round trip + \
          queueing + service, retries included), over every user request of the measured \
-         period. The paper's figures are from field-notes §1 (§5.3, Figures 9–12).\n\n",
+         period. The paper's figures are from its §5.3, Figures 9–12.\n\n",
         policies
             .iter()
             .map(|p| format!("`{}`", p.name()))

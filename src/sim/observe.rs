@@ -3,7 +3,7 @@
 //!
 //! Each client group's proxies count, per backend, requests sent, responses by classification,
 //! and the latency of successful responses in Linkerd's `response_latency_ms` buckets
-//! (field-notes §3). Every scrape interval those cumulative counters are recorded; at each
+//! (the linkerd2-proxy's outbound metrics). Every scrape interval those cumulative counters are recorded; at each
 //! control tick the query evaluates, over the range window, `rate()` with Prometheus'
 //! extrapolation, `histogram_quantile()` with its linear interpolation inside a bucket, the
 //! success ratio, and in-flight as `request_total - response_total` at the latest scrape. So

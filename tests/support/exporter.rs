@@ -38,6 +38,24 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The fraction at `le` with the CDF interpolated linearly between its points (and from 0 at
+    /// 0 ms): a stretched distribution then moves smoothly instead of jumping whole buckets.
+    fn smooth_fraction_at(&self, le: f64) -> f64 {
+        let mut prev = (0.0, 0.0);
+        for &(b, frac) in &self.ok_cdf {
+            if le < b {
+                let span = b - prev.0;
+                return if span > 0.0 {
+                    prev.1 + (frac - prev.1) * (le - prev.0) / span
+                } else {
+                    frac
+                };
+            }
+            prev = (b, frac);
+        }
+        prev.1
+    }
+
     fn fraction_at(&self, le: f64) -> f64 {
         let mut f = 0.0;
         for &(b, frac) in &self.ok_cdf {
@@ -127,7 +145,12 @@ impl Model {
             c.ok_sum += ok * p.ok_mean_ms * latency_scale;
             c.fail_sum += fail * p.fail_ms;
             for (i, &le) in BUCKETS_MS.iter().enumerate() {
-                c.ok_buckets[i] += ok * p.fraction_at(le / latency_scale);
+                let fraction = if b.jitter > 0.0 {
+                    p.smooth_fraction_at(le / latency_scale)
+                } else {
+                    p.fraction_at(le)
+                };
+                c.ok_buckets[i] += ok * fraction;
                 if p.fail_ms <= le {
                     c.fail_buckets[i] += fail;
                 }
