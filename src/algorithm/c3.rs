@@ -4,8 +4,9 @@
 //! `Psi = R - 1/mu + q^3/mu` with `q = 1 + outstanding * n + queue`. The L3 authors adapted it to
 //! aggregated metrics and dropped any success-rate term; their Go code's weight was
 //! `1 / (E * (1 + Ri^3))`, where `E` is the mean of a log-normal fitted to the filtered p50 and
-//! p99 latency and `Ri` the normalised in-flight count. This is that C3: it is driven by the *mean* of the fitted distribution, so it reacts less to tail spikes than L3, and
-//! it ignores failures. Used by the simulator and benchmarks only, never by the operator.
+//! p99 latency and `Ri` the normalised in-flight count. This is that C3: it is driven by the
+//! *mean* of the fitted distribution, so it reacts less to tail spikes than L3, and it ignores
+//! failures. Used by the simulator and benchmarks only, never by the operator.
 
 use super::weighting::{MAX_LATENCY_SECS, MIN_LATENCY_SECS};
 
