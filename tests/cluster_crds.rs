@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams};
 use serde_json::json;
 use support::cluster::{self, install_crd};
 use support::eventually;
-use support::fixture::{Backend, Fixture, SPLIT, Setup};
+use support::fixture::{Fixture, SPLIT, Setup, backend};
 use support::mesh;
 
 async fn delete_crd(client: &kube::Client, name: &str) {
@@ -42,23 +42,13 @@ async fn readyz(url: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_crds_are_named_and_a_late_trafficsplit_crd_is_found() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-crds",
-        backends: vec![
-            Backend {
-                service: "web-a",
-                weight: json!(100),
-                ms: 20.0,
-            },
-            Backend {
-                service: "web-b",
-                weight: json!(100),
-                ms: 60.0,
-            },
+    let mut f = Fixture::new(Setup::new(
+        "l3-crds",
+        vec![
+            backend("web-a", json!(100), 20.0),
+            backend("web-b", json!(100), 60.0),
         ],
-        apps_namespace: None,
-        lease: None,
-    })
+    ))
     .await;
     let initial = mesh::raw_weights(&f.split().await);
     delete_crd(&f.admin, "latencypolicies.l3.dev").await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::cluster::{self, AuditEvent};
 use support::eventually;
-use support::fixture::{Backend, Fixture, INTERVAL, LEASE, Setup};
+use support::fixture::{Fixture, INTERVAL, LEASE, Setup, backend};
 
 /// The loop's tick: a due policy waits for it at most this long, seconds.
 const TICK: f64 = 1.0;
@@ -76,23 +76,13 @@ fn first_lease_write(f: &Fixture, pod: &str, from: f64) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_after_kill_and_sigterm_without_two_writers() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-leader",
-        backends: vec![
-            Backend {
-                service: "web-a",
-                weight: json!(100),
-                ms: 20.0,
-            },
-            Backend {
-                service: "web-b",
-                weight: json!(100),
-                ms: 60.0,
-            },
+    let mut f = Fixture::new(Setup::new(
+        "l3-leader",
+        vec![
+            backend("web-a", json!(100), 20.0),
+            backend("web-b", json!(100), 60.0),
         ],
-        apps_namespace: None,
-        lease: None,
-    })
+    ))
     .await;
     let initial = support::mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;
@@ -182,16 +172,8 @@ async fn twenty_rounds_of_kill_and_sigterm_never_have_two_writers() {
     let mut f = Fixture::new(Setup {
         namespace: "l3-rounds",
         backends: vec![
-            Backend {
-                service: "web-a",
-                weight: json!(100),
-                ms: 20.0,
-            },
-            Backend {
-                service: "web-b",
-                weight: json!(100),
-                ms: 60.0,
-            },
+            backend("web-a", json!(100), 20.0),
+            backend("web-b", json!(100), 60.0),
         ],
         apps_namespace: None,
         lease: Some((SHORT_LEASE, "--api-timeout=500ms")),

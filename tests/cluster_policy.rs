@@ -33,13 +33,7 @@ fn three_backends() -> Vec<Backend> {
 /// 10x slower loses at least half its share within two intervals of the change being visible.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adoption_then_reaction_to_a_slow_backend() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-adopt",
-        backends: three_backends(),
-        apps_namespace: None,
-        lease: None,
-    })
-    .await;
+    let mut f = Fixture::new(Setup::new("l3-adopt", three_backends())).await;
     let initial = mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;
     f.start_replica(1).await;
@@ -100,13 +94,7 @@ async fn adoption_then_reaction_to_a_slow_backend() {
 /// (audit log); every request l3 made in that minute is reported by verb and resource.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_signals_write_no_split_for_a_minute() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-steady",
-        backends: three_backends(),
-        apps_namespace: None,
-        lease: None,
-    })
-    .await;
+    let mut f = Fixture::new(Setup::new("l3-steady", three_backends())).await;
     let initial = mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;
     f.start_replica(1).await;
@@ -158,15 +146,13 @@ async fn steady_signals_write_no_split_for_a_minute() {
 /// (`"500m"` stays `"500m"`), and the restore stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_never_writes_and_restore_is_exact() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-restore",
-        backends: vec![
+    let mut f = Fixture::new(Setup::new(
+        "l3-restore",
+        vec![
             backend("web-a", json!("500m"), 20.0),
             backend("web-b", json!("500m"), 80.0),
         ],
-        apps_namespace: None,
-        lease: None,
-    })
+    ))
     .await;
     let initial = mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;
@@ -242,13 +228,7 @@ async fn dry_run_never_writes_and_restore_is_exact() {
 /// ClusterRole it says which permission is missing instead of hanging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_permission_is_named() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-rbac",
-        backends: three_backends(),
-        apps_namespace: None,
-        lease: None,
-    })
-    .await;
+    let mut f = Fixture::new(Setup::new("l3-rbac", three_backends())).await;
     let roles: Api<ClusterRole> = Api::all(f.admin.clone());
     let mut role = roles.get("l3-rbac").await.expect("the chart's ClusterRole");
     for rule in role.rules.iter_mut().flatten() {
@@ -352,15 +332,13 @@ async fn namespace_deletion_completes() {
 /// before the switch lands after the restore, and the annotation never comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_is_final_while_weights_are_moving() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-final",
-        backends: vec![
+    let mut f = Fixture::new(Setup::new(
+        "l3-final",
+        vec![
             backend("web-a", json!("500m"), 20.0),
             backend("web-b", json!("500m"), 60.0),
         ],
-        apps_namespace: None,
-        lease: None,
-    })
+    ))
     .await;
     let initial = mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;

@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use serde_json::json;
 use support::cluster;
 use support::eventually;
-use support::fixture::{Backend, Fixture, ORIGINALS, Setup};
+use support::fixture::{Fixture, ORIGINALS, Setup, backend};
 use support::mesh::{self, Mesh};
 
 /// Relative noise of every backend's rate and latency between scrapes.
@@ -34,16 +34,10 @@ fn env_or(name: &str, default: usize) -> usize {
 async fn noisy_steady_signals_stay_under_two_writes_per_policy_per_minute() {
     let policies = env_or("L3_STORM_POLICIES", 20);
     let secs = env_or("L3_STORM_SECS", 60) as f64;
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-storm",
-        backends: vec![Backend {
-            service: "unused",
-            weight: json!(1),
-            ms: 10.0,
-        }],
-        apps_namespace: None,
-        lease: None,
-    })
+    let mut f = Fixture::new(Setup::new(
+        "l3-storm",
+        vec![backend("unused", json!(1), 10.0)],
+    ))
     .await;
     // One split of three backends per policy, each following its own weights.
     let mut meshes: Vec<Mesh> = Vec::new();

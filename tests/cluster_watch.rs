@@ -12,28 +12,18 @@ use std::time::Duration;
 use kube::ResourceExt;
 use serde_json::json;
 use support::eventually;
-use support::fixture::{Backend, Fixture, ORIGINALS, Setup};
+use support::fixture::{Fixture, ORIGINALS, Setup, backend};
 use support::mesh;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_survive_compaction_and_an_apiserver_kill() {
-    let mut f = Fixture::new(Setup {
-        namespace: "l3-watch",
-        backends: vec![
-            Backend {
-                service: "web-a",
-                weight: json!(100),
-                ms: 20.0,
-            },
-            Backend {
-                service: "web-b",
-                weight: json!(100),
-                ms: 40.0,
-            },
+    let mut f = Fixture::new(Setup::new(
+        "l3-watch",
+        vec![
+            backend("web-a", json!(100), 20.0),
+            backend("web-b", json!(100), 40.0),
         ],
-        apps_namespace: None,
-        lease: None,
-    })
+    ))
     .await;
     let initial = mesh::raw_weights(&f.split().await);
     f.start_replica(0).await;

@@ -72,6 +72,18 @@ pub struct Setup<'a> {
     pub lease: Option<(f64, &'static str)>,
 }
 
+impl<'a> Setup<'a> {
+    /// `backends` in `namespace`, with the chart installed there, the default lease.
+    pub fn new(namespace: &'a str, backends: Vec<Backend>) -> Self {
+        Setup {
+            namespace,
+            backends,
+            apps_namespace: None,
+            lease: None,
+        }
+    }
+}
+
 /// A test's world; dropping it stops the replicas, the mesh and Prometheus.
 pub struct Fixture {
     /// The shared control plane.
