@@ -10,8 +10,8 @@ threads=${CLUSTER_TEST_THREADS:-8}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-# Build once, then learn where cargo put each binary.
-mapfile -t bins < <(cargo test --locked --no-run --test 'cluster_*' --message-format=json 2>/dev/null |
+# Build once, then learn where cargo put each binary (compiler messages go to the terminal).
+mapfile -t bins < <(cargo test --locked --no-run --test 'cluster_*' --message-format=json-render-diagnostics |
   python3 -c '
 import json, sys
 for line in sys.stdin:
