@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use support::cluster::{self, count_by_verb_resource};
 use support::eventually;
+use support::fake::FakeServer;
 use support::fixture::{
     Backend, FINALIZER, Fixture, INTERVAL, ORIGINALS, SPLIT, Setup, backend, secs_since,
 };
@@ -411,4 +412,110 @@ async fn restore_is_final_while_weights_are_moving() {
         );
     }
     swing.abort();
+}
+
+/// The restore race, made to happen every time: l3 reads Prometheus through a proxy that holds
+/// one cycle's queries, so that cycle has planned its weight write but not made it; meanwhile
+/// the policy is switched to DryRun and l3 restores the split. When the held queries are
+/// released the planned write must not land: the split keeps its originals and the annotation
+/// stays gone. Three rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_planned_before_a_restore_never_lands_after_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    let mut f = Fixture::new(Setup::new(
+        "l3-race",
+        vec![
+            backend("web-a", json!("500m"), 20.0),
+            backend("web-b", json!("500m"), 60.0),
+        ],
+    ))
+    .await;
+    let initial = mesh::raw_weights(&f.split().await);
+    // Held: every forwarded query waits while `hold` is set (at most 1.5 s, under the chart's
+    // 2 s query timeout, so the held cycle still gets its answers and goes on to write).
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicU32::new(0));
+    let (h, n) = (hold.clone(), held.clone());
+    let proxy = FakeServer::proxy_with(
+        f.prometheus.url.clone(),
+        |_| None,
+        move || {
+            let (h, n) = (h.clone(), n.clone());
+            Box::pin(async move {
+                if h.load(Ordering::SeqCst) {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_millis(1500);
+                    while h.load(Ordering::SeqCst) && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            })
+        },
+    )
+    .await;
+    let url = format!("--prometheus-url={}", proxy.url());
+    let r = f.start_pod_with("l3-0", &[url.as_str()]).await;
+    f.replicas.push(r);
+    f.create_policy("web", "Enforce", json!({"interval": "1s"}))
+        .await;
+    for round in 0..3 {
+        if round > 0 {
+            f.set_mode("web", "Enforce").await;
+        }
+        f.wait_adopted("web", &initial).await;
+        // Every cycle wants to move the weights by more than the urgent threshold.
+        f.set_latency("web-a", if round % 2 == 0 { 400.0 } else { 20.0 });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        f.set_latency("web-a", if round % 2 == 0 { 20.0 } else { 400.0 });
+        held.store(0, Ordering::SeqCst);
+        hold.store(true, Ordering::SeqCst);
+        eventually(
+            Duration::from_secs(10),
+            Duration::from_millis(5),
+            || async {
+                if held.load(Ordering::SeqCst) > 0 {
+                    Ok(())
+                } else {
+                    Err("no query reached the proxy".to_owned())
+                }
+            },
+        )
+        .await;
+        // The cycle is between its plan and its write: restore now.
+        f.set_mode("web", "DryRun").await;
+        let restored = eventually(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async {
+                let split = f.split().await;
+                let w = mesh::raw_weights(&split);
+                if w == initial && split.annotations().get(ORIGINALS).is_none() {
+                    Ok(cluster::now())
+                } else {
+                    Err(format!("round {round}: not restored yet: {w:?}"))
+                }
+            },
+        )
+        .await;
+        hold.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let split = f.split().await;
+        assert_eq!(
+            mesh::raw_weights(&split),
+            initial,
+            "round {round}: a write planned before the restore landed after it\n{}",
+            f.logs()
+        );
+        assert!(
+            split.annotations().get(ORIGINALS).is_none(),
+            "round {round}: the split was adopted again after the restore"
+        );
+        let late = f.split_writes(restored);
+        assert!(
+            late.is_empty(),
+            "round {round}: writes after the restore: {late:?}"
+        );
+    }
 }

@@ -115,16 +115,29 @@ impl FakeServer {
         upstream: String,
         intercept: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
     ) -> Self {
+        Self::proxy_with(upstream, intercept, || Box::pin(async {})).await
+    }
+
+    /// [`FakeServer::proxy`] that first awaits `before_forward()` for every request it
+    /// forwards: a test can hold a query (and so the cycle that sent it) for a while.
+    pub async fn proxy_with(
+        upstream: String,
+        intercept: impl Fn(&Recorded) -> Option<Reply> + Send + Sync + 'static,
+        before_forward: impl Fn() -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
         let client = reqwest::Client::new();
         let intercept = Arc::new(intercept);
+        let before_forward = Arc::new(before_forward);
         Self::start(Arc::new(move |r: Recorded| {
             let client = client.clone();
             let upstream = upstream.clone();
             let intercept = Arc::clone(&intercept);
+            let before_forward = Arc::clone(&before_forward);
             Box::pin(async move {
                 if let Some(reply) = intercept(&r) {
                     return reply;
                 }
+                before_forward().await;
                 let url = format!("{upstream}{}", r.uri);
                 let resp = client
                     .post(url)

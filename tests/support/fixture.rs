@@ -181,7 +181,15 @@ impl Fixture {
 
     /// Start a replica as `pod` (again, after it was stopped), without keeping it.
     pub async fn start_pod(&self, pod: &str) -> Replica {
-        self.release.start(self.cp, pod, &[self.api_timeout]).await
+        self.start_pod_with(pod, &[]).await
+    }
+
+    /// Start a replica as `pod` with `extra` arguments (overriding the chart's, see
+    /// [`Release::start`]).
+    pub async fn start_pod_with(&self, pod: &str, extra: &[&str]) -> Replica {
+        let mut args = vec![self.api_timeout];
+        args.extend_from_slice(extra);
+        self.release.start(self.cp, pod, &args).await
     }
 
     /// The policies API of the test namespace.

@@ -196,15 +196,22 @@ impl Release {
     }
 
     /// Start `l3 run` as replica `pod` with the Deployment's arguments; only the listen
-    /// addresses are changed (to free loopback ports), `extra` arguments are appended.
+    /// addresses are changed (to free loopback ports). An `extra` argument `--flag=value`
+    /// replaces the chart's `--flag=...`, or is appended.
     pub async fn start(&self, cp: &ControlPlane, pod: &str, extra: &[&str]) -> Replica {
         let kubeconfig = self.identity(cp, pod).await;
         let metrics = free_port();
         let probes = free_port();
         let log = self.dir.join(format!("{pod}.log"));
+        let flag = |a: &str| {
+            a.split_once('=')
+                .map_or(a.to_owned(), |(f, _)| f.to_owned())
+        };
+        let overridden: Vec<String> = extra.iter().map(|a| flag(a)).collect();
         let args: Vec<String> = self
             .args
             .iter()
+            .filter(|a| !overridden.contains(&flag(a)))
             .map(|a| {
                 if a.starts_with("--metrics-addr=") {
                     format!("--metrics-addr=127.0.0.1:{metrics}")
