@@ -200,9 +200,48 @@ impl Release {
     /// replaces the chart's `--flag=...`, or is appended.
     pub async fn start(&self, cp: &ControlPlane, pod: &str, extra: &[&str]) -> Replica {
         let kubeconfig = self.identity(cp, pod).await;
-        let metrics = free_port();
-        let probes = free_port();
         let log = self.dir.join(format!("{pod}.log"));
+        // A free port can be taken by another process between `free_port` and l3's bind: then
+        // l3 exits at once saying so, and is started again on other ports.
+        for _attempt in 0..3 {
+            let metrics = free_port();
+            let probes = free_port();
+            let before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            let mut replica = Replica {
+                child: self.spawn(pod, &kubeconfig, extra, metrics, probes),
+                pod: pod.to_owned(),
+                log: log.clone(),
+                metrics: format!("http://127.0.0.1:{metrics}"),
+                probes: format!("http://127.0.0.1:{probes}"),
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let text = replica.log_text();
+                let new = text.get(before..).unwrap_or("");
+                if new.contains("l3 operator started") || std::time::Instant::now() > deadline {
+                    return replica;
+                }
+                if !replica.running() {
+                    if new.contains("Address already in use") {
+                        break;
+                    }
+                    // Exited for another reason: the test looks at that.
+                    return replica;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("l3 run as {pod} found no free listen ports in 3 attempts");
+    }
+
+    fn spawn(
+        &self,
+        pod: &str,
+        kubeconfig: &PathBuf,
+        extra: &[&str],
+        metrics: u16,
+        probes: u16,
+    ) -> Child {
         let flag = |a: &str| {
             a.split_once('=')
                 .map_or(a.to_owned(), |(f, _)| f.to_owned())
@@ -227,19 +266,12 @@ impl Release {
         let bin = std::env::var("L3_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_l3").to_owned());
         let mut cmd = cluster::logged(&self.dir, &format!("{pod}.log"), bin);
         cmd.args(&args)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", &self.rust_log)
             .env("POD_NAME", pod)
             .env("POD_NAMESPACE", &self.namespace)
             .env_remove("HOSTNAME");
-        let child = cluster::spawn(cmd).expect("start l3 run");
-        Replica {
-            child,
-            pod: pod.to_owned(),
-            log,
-            metrics: format!("http://127.0.0.1:{metrics}"),
-            probes: format!("http://127.0.0.1:{probes}"),
-        }
+        cluster::spawn(cmd).expect("start l3 run")
     }
 }
 
