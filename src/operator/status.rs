@@ -183,9 +183,10 @@ pub const SAMPLE_TIME_REFRESH_SECS: i64 = 300;
 /// Relative move of a backend's latency, RPS or in-flight figure worth a refresh: noise of a few
 /// percent between cycles is not news to anyone reading the status.
 pub const FIGURE_MOVE: f64 = 0.10;
-/// Move of a backend's share (and of its weight out of 1000) worth a refresh: half a point,
-/// half the default hysteresis.
-pub const SHARE_MOVE: f64 = 0.005;
+/// Move of a backend's share (and of its weight out of 1000) worth a refresh: one point, the
+/// default hysteresis. A smaller move is not written to the split either, so the computed share
+/// jittering below it is noise to the reader too.
+pub const SHARE_MOVE: f64 = 0.01;
 /// Move of a backend's success rate worth a refresh: a tenth of a point.
 pub const SUCCESS_MOVE: f64 = 0.001;
 
