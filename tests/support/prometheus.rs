@@ -78,8 +78,8 @@ impl Prometheus {
         for _attempt in 0..3 {
             let port = free_port();
             let log = std::fs::File::create(&log_path).expect("log file");
-            let mut child = Command::new(bin)
-                .arg(format!("--config.file={}", config_path.display()))
+            let mut cmd = Command::new(bin);
+            cmd.arg(format!("--config.file={}", config_path.display()))
                 .arg(format!(
                     "--storage.tsdb.path={}",
                     dir.path().join("data").display()
@@ -88,8 +88,9 @@ impl Prometheus {
                 .arg("--log.level=warn")
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                .spawn()
+                .stderr(log);
+            // Killed with the test process, however it ends (see `cluster::spawn`).
+            let mut child = super::cluster::spawn(cmd)
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             let url = format!("http://127.0.0.1:{port}");
             if wait_ready(&mut child, &url, Duration::from_secs(20)).await {
