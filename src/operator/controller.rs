@@ -9,7 +9,6 @@
 //! split (the store's latest copy, and the policies reconcile retired) before it writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,8 +86,6 @@ pub struct Operator {
     pub splits: Box<dyn SplitLookup>,
     /// Events; `None` disables them.
     pub recorder: Option<Recorder>,
-    /// Set after the first full cycle, for `/readyz`.
-    pub first_cycle_done: AtomicBool,
     /// Per-object failures of the controller, for exponential backoff.
     failures: Mutex<HashMap<Key, u32>>,
     /// How often a status that only changed by noise is refreshed.
@@ -122,7 +119,6 @@ impl Operator {
             policies,
             splits,
             recorder,
-            first_cycle_done: AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
             status_interval: DEFAULT_STATUS_INTERVAL,
             split_locks: Mutex::new(HashMap::new()),
@@ -229,7 +225,6 @@ impl Operator {
         self.metrics
             .cycle_duration
             .observe(start.elapsed().as_secs_f64());
-        self.first_cycle_done.store(true, Ordering::Relaxed);
         outcomes
     }
 

@@ -76,21 +76,10 @@ pub fn shares(obj: &DynamicObject) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// A weight as a number: an integer, or a Quantity string with an optional decimal suffix
-/// (`m`, `k`, `M`, `G`) or exponent (the forms the tests write: `"500m"`, `"1k"`, `"1e3"`,
-/// `"+1"`).
+/// A weight as a number, read with l3's own Quantity parser (`"500m"`, `"1k"`, `"1e3"`, ...),
+/// as linkerd-smi reads any valid Quantity; an invalid weight counts as 0.
 fn quantity(v: &Value) -> f64 {
-    match v {
-        Value::Number(n) => n.as_f64().unwrap_or(0.0),
-        Value::String(s) => {
-            let (num, scale) = [("m", 1e-3), ("k", 1e3), ("M", 1e6), ("G", 1e9)]
-                .iter()
-                .find_map(|(suffix, scale)| s.strip_suffix(suffix).map(|n| (n, *scale)))
-                .unwrap_or((s.as_str(), 1.0));
-            num.parse::<f64>().map(|x| x * scale).unwrap_or(0.0)
-        }
-        _ => 0.0,
-    }
+    l3::operator::trafficsplit::parse_weight(v).map_or(0.0, |(w, _)| w)
 }
 
 /// The closed loop: while alive, every version of the split sets each backend's RPS in the

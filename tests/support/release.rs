@@ -6,7 +6,7 @@
 //! apart (`user.extra["authentication.kubernetes.io/pod-name"]`) and RBAC is exactly the
 //! chart's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -237,7 +237,7 @@ impl Release {
     fn spawn(
         &self,
         pod: &str,
-        kubeconfig: &PathBuf,
+        kubeconfig: &Path,
         extra: &[&str],
         metrics: u16,
         probes: u16,
