@@ -10,6 +10,7 @@ pub mod normalise;
 pub mod rate_control;
 pub mod safety;
 pub mod weighting;
+pub mod window;
 
 pub use c3::{C3Signals, c3_weight};
 pub use filter::{Ewma, Filter, FilterKind, PeakEwma};
