@@ -1,5 +1,6 @@
 //! `l3 run` and `l3 crdgen` as a user meets them.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn l3(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
@@ -103,4 +104,140 @@ fn crdgen_prints_the_latencypolicy_crd() {
         "{text}"
     );
     assert!(text.contains("name: latencypolicies.l3.dev"));
+}
+
+/// `l3 run` with `KUBECONFIG=kubeconfig`, expected to stop before the operator starts; the
+/// `error:` line of its stderr, after checking that the log carries no colour codes (stderr is a
+/// pipe here, not a terminal).
+fn start_refused(kubeconfig: &Path) -> String {
+    let out = l3(
+        &[
+            "run",
+            "--metrics-addr=127.0.0.1:0",
+            "--probe-addr=127.0.0.1:0",
+            "--lease-namespace=default",
+        ],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "l3 run started:\n{stderr}");
+    assert!(stderr.contains("l3 starting"), "the log line: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in a pipe:\n{stderr}");
+    stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+        .to_owned()
+}
+
+/// A kubeconfig for `server` with a token and no CA check (nothing is ever verified here: the
+/// server never answers).
+fn kubeconfig_for(dir: &Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n\
+             \x20   insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\n\
+             contexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_missing_or_broken_kubeconfig_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-kubeconfig");
+    let err = start_refused(&missing);
+    assert!(
+        err.contains("cannot load the Kubernetes client configuration")
+            && err.contains("no-such-kubeconfig")
+            && err.contains("No such file")
+            && err.contains("set KUBECONFIG"),
+        "{err}"
+    );
+    let broken = dir.path().join("broken");
+    std::fs::write(&broken, "apiVersion: v1\nclusters: [\n").unwrap();
+    let err = start_refused(&broken);
+    assert!(
+        err.contains("cannot load the Kubernetes client configuration")
+            && err.contains("kubeconfig"),
+        "{err}"
+    );
+    // Valid YAML, but no cluster for its context.
+    let no_cluster = dir.path().join("no-cluster");
+    std::fs::write(
+        &no_cluster,
+        "apiVersion: v1\nkind: Config\ncurrent-context: gone\ncontexts: []\nclusters: []\n",
+    )
+    .unwrap();
+    let err = start_refused(&no_cluster);
+    assert!(
+        err.contains("cannot load the Kubernetes client configuration") && err.contains("gone"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_api_server_that_refuses_connections_is_named() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let server = format!("https://127.0.0.1:{port}");
+    let err = start_refused(&kubeconfig_for(dir.path(), &server));
+    assert!(
+        err.contains(&format!(
+            "cannot connect to the Kubernetes API server at {server}: connection refused"
+        )),
+        "{err}"
+    );
+    assert!(!err.to_lowercase().contains("smi"), "{err}");
+}
+
+#[test]
+fn a_zero_status_interval_is_refused() {
+    let err = refused(&["--status-interval", "0s"]);
+    assert!(
+        err.contains("--status-interval") && err.contains("at least 1s"),
+        "{err}"
+    );
+}
+
+/// On a terminal (a pseudo-terminal from `script`, util-linux) the log is coloured; the other
+/// tests show that it is not in a pipe.
+#[test]
+fn the_log_is_coloured_only_on_a_terminal() {
+    let script = ["/usr/bin/script", "/bin/script"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("`script` (util-linux, Debian package bsdutils) gives the test a terminal");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none");
+    let command = format!(
+        "KUBECONFIG={} {} run --lease-namespace=default",
+        missing.display(),
+        env!("CARGO_BIN_EXE_l3")
+    );
+    let out = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("l3 starting"), "{text}");
+    assert!(text.contains('\u{1b}'), "no colour on a terminal: {text:?}");
+    let plain = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("l3 starting") && !text.contains('\u{1b}'), "NO_COLOR: {text:?}");
 }

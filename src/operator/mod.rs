@@ -5,7 +5,7 @@
 //! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`]
 //! (Lease election and the write deadline), [`health`] (what `/readyz` reports), [`metrics`] and
 //! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source),
-//! [`restore`] (`l3 restore --all`, for uninstalling).
+//! [`restore`] (`l3 restore --all`, for uninstalling), [`preflight`] (the start-up checks).
 //!
 //! This module owns the wiring: flags, the discovery of the TrafficSplit version (and running
 //! without it until it appears), one watch per resource and scope, and shutdown.
@@ -17,6 +17,7 @@ pub mod engine;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod preflight;
 pub mod restore;
 pub mod server;
 pub mod status;
@@ -103,6 +104,9 @@ pub enum Error {
     /// The Prometheus source could not be set up (flags, credentials, CA file).
     #[error("prometheus source: {0}")]
     Source(#[from] crate::source::Error),
+    /// A start-up check failed: kubeconfig, API server, permissions or Prometheus.
+    #[error(transparent)]
+    Start(#[from] preflight::StartError),
 }
 
 impl Error {
@@ -219,6 +223,22 @@ pub fn timing_flags(args: &RunArgs) -> Result<(Duration, Duration)> {
     Ok((lease_ttl, api_timeout))
 }
 
+/// `--status-interval`: how often noise-only status changes may be written; zero would write
+/// them every cycle, which the interval exists to prevent.
+fn status_interval_flag(v: &str) -> Result<Duration> {
+    let d = duration_flag("status-interval", v)?;
+    if d.is_zero() {
+        return Err(Error::Flag {
+            flag: "status-interval",
+            message: format!(
+                "{v:?} would rewrite every policy's status on every cycle, expected at least 1s \
+                 (e.g. 30s)"
+            ),
+        });
+    }
+    Ok(d)
+}
+
 /// Run the operator until a shutdown signal.
 pub fn main(args: &RunArgs) -> Result<()> {
     telemetry::init(args.log_format);
@@ -257,13 +277,13 @@ async fn bind(addr: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
 fn signal_source(
     args: &crate::source::prometheus::PrometheusArgs,
     registry: &prometheus::Registry,
-) -> Result<Arc<dyn SignalSource>> {
+) -> Result<crate::source::PrometheusSource> {
     use crate::source::{
         SourceConfig,
         prometheus::{PrometheusConfig, PrometheusSource},
     };
     let config = PrometheusConfig::from_args(args, SourceConfig::default())?;
-    Ok(Arc::new(PrometheusSource::new(config, registry)?))
+    Ok(PrometheusSource::new(config, registry)?)
 }
 
 /// What every phase of the operator shares.
@@ -488,17 +508,24 @@ async fn check_forever(
 }
 
 async fn run(args: RunArgs) -> Result<()> {
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "l3 starting: checking the flags, the Kubernetes API server and Prometheus"
+    );
     let (lease_ttl, api_timeout) = timing_flags(&args)?;
-    let status_interval = duration_flag("status-interval", &args.status_interval)?;
+    let status_interval = status_interval_flag(&args.status_interval)?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
-    let source = signal_source(&args.prometheus, &registry)?;
-    let client = kube::Client::try_default().await.map_err(Error::Kube)?;
+    let prometheus_source = signal_source(&args.prometheus, &registry)?;
     let scopes: Vec<Option<String>> = if args.watch_namespaces.is_empty() {
         vec![None]
     } else {
         args.watch_namespaces.iter().cloned().map(Some).collect()
     };
+    let (client, server) = preflight::client().await?;
+    preflight::api_server(&client, &server, &scopes).await?;
+    preflight::prometheus(&prometheus_source, &args.prometheus.prometheus_url).await?;
+    let source: Arc<dyn SignalSource> = Arc::new(prometheus_source);
     let leadership = if args.disable_leader_election {
         Leadership::always()
     } else {

@@ -351,6 +351,35 @@ impl PrometheusSource {
         Ok(Auth::None)
     }
 
+    /// A query POST with this source's headers and credentials.
+    fn request(&self, body: String, auth: &Auth) -> reqwest::RequestBuilder {
+        let req = self
+            .client
+            .post(&self.query_url)
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body);
+        match auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
+            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+        }
+    }
+
+    /// Ask once for `vector(1)`, the way the cycles query (client, TLS, credentials, headers,
+    /// timeout): `l3 run` checks at start that Prometheus can be used at all.
+    pub async fn probe(&self) -> Result<()> {
+        let auth = self.auth()?;
+        let resp = self
+            .request("query=vector(1)".to_owned(), &auth)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        decode_answer(status, &bytes, true).map(|_| ())
+    }
+
     async fn run(&self, q: &PlannedQuery, time: f64, auth: &Auth) -> Result<Vec<Series>> {
         let started = Instant::now();
         let mut body = String::new();
@@ -363,17 +392,7 @@ impl PrometheusSource {
             "timeout",
             &format!("{}ms", self.timeout.as_millis().max(1)),
         );
-        let mut req = self
-            .client
-            .post(&self.query_url)
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
-        req = match auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
+        let req = self.request(body, auth);
         let result = async {
             let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
             let status = resp.status().as_u16();
