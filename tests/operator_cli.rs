@@ -241,3 +241,23 @@ fn the_log_is_coloured_only_on_a_terminal() {
     let text = String::from_utf8_lossy(&plain.stdout);
     assert!(text.contains("l3 starting") && !text.contains('\u{1b}'), "NO_COLOR: {text:?}");
 }
+
+/// One name for the Lease: the binary's default is the chart's.
+#[test]
+fn the_lease_has_one_default_name_in_binary_and_chart() {
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/l3/values.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        values["leaderElection"]["leaseName"].as_str(),
+        Some(l3::operator::DEFAULT_LEASE_NAME)
+    );
+    let help = l3(&["run", "--help"], &[]);
+    assert!(
+        String::from_utf8_lossy(&help.stdout)
+            .contains(&format!("[default: {}]", l3::operator::DEFAULT_LEASE_NAME)),
+        "run --help shows the default Lease name"
+    );
+}

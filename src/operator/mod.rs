@@ -138,8 +138,8 @@ pub struct RunArgs {
     /// Namespace of the leader-election Lease (default: the operator's own namespace).
     #[arg(long, env = "L3_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
-    /// Name of the leader-election Lease.
-    #[arg(long, env = "L3_LEASE_NAME", default_value = "l3-operator")]
+    /// Name of the leader-election Lease (the chart's default too).
+    #[arg(long, env = "L3_LEASE_NAME", default_value = DEFAULT_LEASE_NAME)]
     pub lease_name: String,
     /// Lease duration in whole seconds, at least `1s`, e.g. `15s`; the leader renews every third
     /// of it and writes only until two thirds of it after its last confirmed renewal.
@@ -177,6 +177,9 @@ pub struct RunArgs {
     pub status_interval: String,
 }
 
+/// The leader-election Lease's name unless `--lease-name` says otherwise; the chart's
+/// `leaderElection.leaseName` defaults to the same, so the binary and the chart agree.
+pub const DEFAULT_LEASE_NAME: &str = "l3-leader";
 /// How often the control loop looks for due policies.
 const TICK: Duration = Duration::from_secs(1);
 /// Reporter name of Events.

@@ -104,9 +104,22 @@ pub enum StartError {
 /// The kube client from the kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster
 /// ServiceAccount, and the API server's URL.
 pub async fn client() -> Result<(kube::Client, String), StartError> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| StartError::Kubeconfig(e.to_string()))?;
+    let config = match kube::Config::infer().await {
+        Ok(c) => c,
+        // Outside a pod the in-cluster half of kube's message is noise: say what is wrong with
+        // the kubeconfig alone.
+        Err(e) if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() => {
+            let why = match kube::Config::from_kubeconfig(&Default::default()).await {
+                Err(k) => k.to_string(),
+                Ok(_) => e.to_string(),
+            };
+            let file = std::env::var("KUBECONFIG").unwrap_or_else(|_| "~/.kube/config".into());
+            return Err(StartError::Kubeconfig(format!(
+                "kubeconfig {file}: {why} (and not in a pod)"
+            )));
+        }
+        Err(e) => return Err(StartError::Kubeconfig(e.to_string())),
+    };
     let server = config.cluster_url.to_string();
     let client =
         kube::Client::try_from(config).map_err(|e| StartError::Kubeconfig(e.to_string()))?;
