@@ -135,10 +135,7 @@ async fn a_valid_token_without_rbac_is_named_403() {
         .create_subresource("token", "no-rbac", &PostParams::default(), &tr)
         .await
         .expect("TokenRequest");
-    let token = answer
-        .status
-        .expect("token")
-        .token;
+    let token = answer.status.expect("token").token;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cp.url, &cp.dir.join("ca.crt"), &token);
@@ -162,11 +159,10 @@ async fn a_valid_token_without_rbac_is_named_403() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     write_kubeconfig(&kubeconfig, &cp.url, &cp.dir.join("ca.crt"), &token);
-    let out = tokio::task::spawn_blocking(move || {
-        l3_run(&kubeconfig, &["--watch-namespace=l3-startup"])
-    })
-    .await
-    .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || l3_run(&kubeconfig, &["--watch-namespace=l3-startup"]))
+            .await
+            .unwrap();
     refused_with(&out, &["403 Forbidden", "in namespace l3-startup"]);
 }
 
@@ -176,7 +172,10 @@ fn prometheus_unreachable_at_start_is_named() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let out = l3_run(
         &cp.admin_kubeconfig,
-        &[&format!("--prometheus-url={url}"), "--prometheus-timeout=2s"],
+        &[
+            &format!("--prometheus-url={url}"),
+            "--prometheus-timeout=2s",
+        ],
     );
     let error = refused_with(&out, &["Prometheus at", &url, "--prometheus-url"]);
     assert!(

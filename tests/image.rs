@@ -162,7 +162,11 @@ fn the_image_archive_runs_l3_from_its_own_root_filesystem() {
     let dir = tempfile::tempdir().expect("temp dir");
     let layout = dir.path().join("layout");
     std::fs::create_dir(&layout).unwrap();
-    run(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout));
 
     // The OCI layout and its one image, named as the chart's default image.
     let oci_layout = json(&layout.join("oci-layout"));

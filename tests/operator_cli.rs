@@ -122,7 +122,10 @@ fn start_refused(kubeconfig: &Path) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "l3 run started:\n{stderr}");
     assert!(stderr.contains("l3 starting"), "the log line: {stderr}");
-    assert!(!stderr.contains('\u{1b}'), "colour codes in a pipe:\n{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe:\n{stderr}"
+    );
     stderr
         .lines()
         .find(|l| l.starts_with("error: "))
@@ -239,15 +242,20 @@ fn the_log_is_coloured_only_on_a_terminal() {
         .output()
         .expect("script runs");
     let text = String::from_utf8_lossy(&plain.stdout);
-    assert!(text.contains("l3 starting") && !text.contains('\u{1b}'), "NO_COLOR: {text:?}");
+    assert!(
+        text.contains("l3 starting") && !text.contains('\u{1b}'),
+        "NO_COLOR: {text:?}"
+    );
 }
 
 /// One name for the Lease: the binary's default is the chart's.
 #[test]
 fn the_lease_has_one_default_name_in_binary_and_chart() {
     let values: serde_yaml::Value = serde_yaml::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/l3/values.yaml"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/l3/values.yaml"),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(

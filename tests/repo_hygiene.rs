@@ -65,7 +65,13 @@ fn no_file_cites_a_document_outside_the_repository() {
     // Spelt in two halves so that this file does not contain the word it looks for.
     let needle = ["field", "notes"].join("-");
     let out = Command::new("git")
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .current_dir(root())
         .output()
         .expect("git runs (the check reads the files git knows)");

@@ -140,16 +140,20 @@ pub async fn api_server(
             None => Api::all(client.clone()),
             Some(ns) => Api::namespaced(client.clone(), ns),
         };
-        let listed =
-            tokio::time::timeout(START_CHECK_TIMEOUT, api.list_metadata(&ListParams::default().limit(1)))
-                .await;
+        let listed = tokio::time::timeout(
+            START_CHECK_TIMEOUT,
+            api.list_metadata(&ListParams::default().limit(1)),
+        )
+        .await;
         match listed {
             // The LatencyPolicy CRD is missing: `/readyz` names it and the fix, and l3 picks it
             // up once it is installed.
             Ok(Err(kube::Error::Api(status))) if status.code == 404 => {}
             other => match settle(other, server, "the list of LatencyPolicies") {
                 Ok(_) => {}
-                Err(StartError::ApiForbidden { server, message, .. }) => {
+                Err(StartError::ApiForbidden {
+                    server, message, ..
+                }) => {
                     return Err(StartError::ApiForbidden {
                         server,
                         scope: scope
@@ -237,12 +241,17 @@ pub fn classify(e: &kube::Error, server: &str, what: &'static str) -> StartError
 
 /// Every error in `e`'s source chain, looking into I/O errors' payloads too (an `io::Error`'s
 /// `source` skips the error it wraps, which is where hyper and rustls put the cause).
-fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> Vec<&'a (dyn std::error::Error + 'static)> {
+fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
     let mut out = Vec::new();
     let mut next = Some(e);
     while let Some(err) = next {
         out.push(err);
-        next = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => err.source(),
         };
@@ -289,14 +298,15 @@ pub async fn prometheus(source: &PrometheusSource, url: &str) -> Result<(), Star
         Ok(()) => Ok(()),
         Err(e @ (E::Connect(_) | E::Timeout(_))) => Err(fail(e.to_string(), "")),
         Err(e @ E::CredentialFile { .. }) => Err(fail(e.to_string(), " and its credentials")),
-        Err(E::Http { status, message } | E::Prometheus { status, message, .. })
-            if status == 401 || status == 403 =>
-        {
-            Err(fail(
-                format!("it refused l3's credentials (HTTP {status}: {message})"),
-                ", --prometheus-bearer-token-file, --prometheus-username/--prometheus-password-file",
-            ))
-        }
+        Err(
+            E::Http { status, message }
+            | E::Prometheus {
+                status, message, ..
+            },
+        ) if status == 401 || status == 403 => Err(fail(
+            format!("it refused l3's credentials (HTTP {status}: {message})"),
+            ", --prometheus-bearer-token-file, --prometheus-username/--prometheus-password-file",
+        )),
         Err(error) => {
             tracing::warn!(%error, url, "Prometheus answered the start-up query with an error");
             Ok(())
