@@ -98,3 +98,22 @@ fn no_file_cites_a_document_outside_the_repository() {
         offenders.join("\n")
     );
 }
+
+/// `make test` installs cargo-nextest before anything slow (apt, npm, Go and release builds), so
+/// that a fresh machine fails fast if it cannot, and it builds the image its test unpacks.
+#[test]
+fn make_test_installs_nextest_first_and_builds_the_image() {
+    let text = std::fs::read_to_string(root().join("Makefile")).expect("Makefile");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("test:"))
+        .expect("a `test:` rule");
+    let prerequisites: Vec<&str> = line["test:".len()..]
+        .split("##")
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(prerequisites.first(), Some(&"tools-nextest"), "{line}");
+    assert!(prerequisites.contains(&"image"), "{line}");
+}
