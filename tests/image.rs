@@ -175,6 +175,16 @@ fn the_image_archive_runs_l3_from_its_own_root_filesystem() {
     let manifests = index["manifests"].as_array().expect("index manifests");
     assert_eq!(manifests.len(), 1, "one image in the archive: {index}");
     let annotations = &manifests[0]["annotations"];
+    // The chart's default image (repository, tag = appVersion) is this one.
+    let chart: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/l3/Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml is YAML");
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(VERSION),
+        "the chart's appVersion (its default image tag) is the crate's version"
+    );
     let name = format!("{}:{VERSION}", chart_repository());
     assert_eq!(
         annotations["io.containerd.image.name"], name,
