@@ -28,7 +28,7 @@ build: ## Build the l3 binary (debug)
 # The one release build: `make demo`, `make evaluate` and `make image` all use target/release/l3.
 # About 10 minutes cold on 2 cores; cargo prints each crate as it compiles.
 release: ## Build the l3 binary (release), shared by demo, evaluate and image
-	@echo "release: building target/release/l3 (about 10 minutes the first time on 2 cores, seconds after that)"
+	@echo "release: building target/release/l3 (10-25 minutes the first time on 2 cores, seconds after that)"
 	$(CARGO) build --locked --release --bin l3
 
 fmt: ## Format the code
