@@ -269,3 +269,26 @@ fn the_lease_has_one_default_name_in_binary_and_chart() {
         "run --help shows the default Lease name"
     );
 }
+
+/// `l3 restore` runs the same start-up checks: an unreachable API server is named as such, not
+/// blamed on the discovery of the TrafficSplit API group.
+#[test]
+fn restore_names_an_unreachable_api_server() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = kubeconfig_for(dir.path(), &format!("https://127.0.0.1:{port}"));
+    let out = l3(
+        &["restore", "--all"],
+        &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("connection refused") && !err.contains("split.smi-spec.io"),
+        "{err}"
+    );
+}

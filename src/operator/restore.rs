@@ -38,7 +38,9 @@ async fn run(args: RestoreArgs) -> Result<()> {
         });
     }
     let timeout = duration_flag("api-timeout", &args.api_timeout)?;
-    let client = kube::Client::try_default().await.map_err(Error::Kube)?;
+    // The same start-up checks as `l3 run`: a set-up mistake is named, not blamed on discovery.
+    let (client, server) = super::preflight::client().await?;
+    super::preflight::api_server(&client, &server, std::slice::from_ref(&args.namespace)).await?;
     let Some(version) = trafficsplit::discover_version(&client).await? else {
         // No TrafficSplit CRD: no split exists that could be restored.
         println!("{}: nothing to restore", trafficsplit::CRD_MISSING);
