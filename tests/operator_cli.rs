@@ -87,6 +87,11 @@ fn lease_timing_flags_are_checked_against_each_other() {
         err.contains("--api-timeout 5s") && err.contains("--lease-duration 15s"),
         "{err}"
     );
+    let err = refused(&["--prometheus-timeout", "0s"]);
+    assert!(
+        err.contains("prometheus_timeout") && err.contains("positive duration"),
+        "{err}"
+    );
     let err = refused(&["--api-timeout", "0s"]);
     assert!(
         err.contains("--api-timeout") && err.contains("no time"),
