@@ -1,8 +1,8 @@
 //! `l3 run` refuses to start, naming the cause and exiting non-zero, when the real API server
 //! (tests/support/cluster.rs) cannot be used: a certificate authority that did not sign its
 //! certificate (TLS), a token it does not know (401), a valid ServiceAccount token without RBAC
-//! (403); and when Prometheus cannot be reached although the API server can. The log on a file
-//! carries no colour codes.
+//! (403); and when Prometheus cannot be reached, or refuses l3's credentials, although the API
+//! server can be used. The log on a pipe carries no colour codes.
 
 mod support;
 
@@ -183,4 +183,37 @@ fn prometheus_unreachable_at_start_is_named() {
             || error.contains("cannot connect to prometheus"),
         "{error}"
     );
+}
+
+/// A Prometheus that refuses l3's credentials (401) is named at start with the flags to check.
+/// (A loopback fake: only the status code matters, and a real Prometheus has no authentication.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_refusing_the_credentials_is_named() {
+    let cp = ControlPlane::shared();
+    let server = support::fake::FakeServer::start(std::sync::Arc::new(|_| {
+        Box::pin(async {
+            support::fake::Reply {
+                status: 401,
+                body: "Unauthorized".into(),
+                delay: Duration::ZERO,
+            }
+        })
+    }))
+    .await;
+    let url = server.url();
+    let kubeconfig = cp.admin_kubeconfig.clone();
+    let flag = format!("--prometheus-url={url}");
+    let out = tokio::task::spawn_blocking(move || l3_run(&kubeconfig, &[&flag]))
+        .await
+        .unwrap();
+    refused_with(
+        &out,
+        &[
+            "Prometheus at",
+            &url,
+            "refused l3's credentials (HTTP 401",
+            "--prometheus-bearer-token-file",
+        ],
+    );
+    assert_eq!(server.requests().len(), 1, "one start-up query");
 }
