@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use l3::operator::target::{Kind, RuleSelector, Target};
 use serde_json::{Value, json};
 use support::eventually;
 use support::fixture::{
-    ADOPTED_TARGET, APPLIED, Backend, FOREIGN, Fixture, ORIGINALS, SPLIT, Setup, backend,
+    ADOPTED_TARGET, APPLIED, Backend, FOREIGN, Fixture, INTERVAL, ORIGINALS, SPLIT, Setup, backend,
     create_object,
 };
 use support::mesh::{self, RouteRef};
@@ -294,7 +295,8 @@ async fn http_route_dry_run_adoption_reaction_and_restore() {
     );
 }
 
-/// A GRPCRoute is tuned and restored like an HTTPRoute.
+/// A GRPCRoute is tuned like an HTTPRoute; a patch from a stale read gets 409; another writer's
+/// weights are adopted, not fought, and are what a restore puts back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_route_is_tuned_and_restored() {
     let ns = "l3-grpc";
@@ -356,13 +358,69 @@ async fn grpc_route_is_tuned_and_restored() {
         }
     })
     .await;
+    // Optimistic concurrency: l3's own patch body, computed from a stale read (the original
+    // resourceVersion), is refused by the API server with 409 Conflict.
+    let stale = Target {
+        kind: Kind::GrpcRoute,
+        name: "api".into(),
+        rule: RuleSelector::Default,
+    }
+    .parse(&original)
+    .expect("l3 reads the route");
+    let patch = stale.weights_patch(&[("web-a", 900), ("web-b", 100)], stale.form, true);
+    match f
+        .api(&grpc_routes())
+        .patch("api", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("a patch from a stale read must get 409 Conflict, got {other:?}"),
+    }
+
+    // Another writer sets the weights: l3 adopts them as the originals, says so in an Event,
+    // and leaves the route alone (no write of l3's for several intervals).
+    let mut rules = f.route_obj().await.data["spec"]["rules"].clone();
+    rules[0]["backendRefs"][0]["weight"] = json!(3);
+    rules[0]["backendRefs"][1]["weight"] = json!(1);
+    f.api(&grpc_routes())
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rules": rules}})),
+        )
+        .await
+        .expect("foreign write");
+    let foreign_at = support::cluster::now();
+    f.wait_event("api", "ForeignWeights").await;
+    tokio::time::sleep(Duration::from_secs_f64(3.0 * INTERVAL)).await;
+    let l3_writes = f.writes_of("grpcroutes", "api", foreign_at);
+    // The adoption of the foreign weights is l3's only write: an annotations-only patch.
+    assert!(
+        l3_writes.len() <= 1,
+        "l3 must not fight the other writer: {l3_writes:?}"
+    );
+    let after = f.route_obj().await;
+    assert_eq!(
+        mesh::route_weights(&after, 0),
+        vec![
+            ("web-a".to_owned(), json!(3)),
+            ("web-b".to_owned(), json!(1))
+        ],
+        "the other writer's weights stay"
+    );
+
     f.delete_policy("api").await;
     f.wait_policy_gone("api", mesh::SETTLE).await;
     let restored = f.route_obj().await;
+    // The other writer's weights are the originals now.
     assert_eq!(
-        serde_json::to_string(&restored.data["spec"]).unwrap(),
-        serde_json::to_string(&original.data["spec"]).unwrap()
+        mesh::route_weights(&restored, 0),
+        vec![
+            ("web-a".to_owned(), json!(3)),
+            ("web-b".to_owned(), json!(1))
+        ]
     );
+    assert_eq!(without_weights(&original, 0), without_weights(&restored, 0));
     assert!(l3_annotations(&restored).is_empty());
 }
 

@@ -1341,6 +1341,41 @@ mod tests {
     }
 
     #[test]
+    fn a_route_kind_not_enabled_or_not_served_is_a_clear_condition() {
+        let mut e = engine();
+        let mut route = LatencyPolicy::clone(&p("a", "one", "web", 0));
+        route.spec.target_ref.kind = crate::operator::crd::TargetKind::HttpRoute;
+        let ps = vec![Arc::new(route)];
+        let disabled = Lookups {
+            stores: Vec::new(),
+            resources: Resources::split(SplitVersion::V1alpha1),
+        };
+        let mut missing = Resources::split(SplitVersion::V1alpha1);
+        missing.kinds.insert(Kind::HttpRoute, None);
+        let not_served = Lookups {
+            stores: Vec::new(),
+            resources: missing,
+        };
+        for (lookup, says) in [
+            (&disabled, "--target-kinds"),
+            (&not_served, "Gateway API standard CRDs"),
+        ] {
+            let plan = e.plan(1000.0, &ps, lookup);
+            let d = e.decide(1000.0, plan, &Snapshot::default());
+            let c = d[0]
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == TARGET_FOUND)
+                .expect("TargetFound is set");
+            assert_eq!(c.reason, "TargetKindUnavailable");
+            assert!(c.message.contains(says), "{}", c.message);
+            // A fresh engine, so that the policy is due at once for the next lookup.
+            e = engine();
+        }
+    }
+
+    #[test]
     fn a_missing_trafficsplit_crd_is_reported_on_every_policy() {
         let mut e = engine();
         let ps = vec![p("a", "one", "web", 0), p("b", "two", "api", 0)];
