@@ -193,8 +193,7 @@ pub trait SplitLookup: Send + Sync {
 
     /// Why no object of `kind` can exist at all (not enabled, or its CRD is not served), if
     /// that is the case.
-    fn unavailable(&self, kind: Kind) -> Option<String> {
-        let _ = kind;
+    fn unavailable(&self, _kind: Kind) -> Option<String> {
         None
     }
 }
