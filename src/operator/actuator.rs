@@ -181,7 +181,7 @@ impl Actuator {
     /// from; on a 409 the split is read again and the same weights are written on top of the
     /// fresh version only if it still carries l3's original-weights record, its weights are
     /// still the ones l3 applied, and its backends are the same.
-    #[instrument(skip_all, fields(namespace = %ns, target = %target))]
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
     pub async fn write_weights(
         &self,
         ns: &str,
@@ -239,7 +239,7 @@ impl Actuator {
     /// Record another writer's weights as they are (see [`Adoption`]), guarded by the
     /// resourceVersion they were judged on. Returns false, writing nothing, if the split
     /// changed meanwhile: the next cycle judges the fresh version.
-    #[instrument(skip_all, fields(namespace = %ns, target = %target))]
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
     pub async fn adopt(
         &self,
         ns: &str,
@@ -263,7 +263,7 @@ impl Actuator {
     /// Put back the weights recorded when l3 adopted the split and drop l3's records. A split
     /// that cannot be read, parsed or written for good (403, 422, a broken record) is
     /// [`RestoreOutcome::Impossible`], not an error: the caller must not block on it.
-    #[instrument(skip_all, fields(namespace = %ns, target = %target))]
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
     pub async fn restore(&self, ns: &str, target: &Target) -> Result<RestoreOutcome> {
         for attempt in 1..=MAX_ATTEMPTS {
             let obj = match self.fresh_object(ns, target).await {

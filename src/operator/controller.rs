@@ -249,14 +249,14 @@ impl Operator {
                     .await
                 {
                     Ok(true) => {
-                        warn!(target = %a.target, change = ?a.adoption.change, "another writer changed the target's weights; adopted");
+                        warn!(object = %a.target, change = ?a.adoption.change, "another writer changed the target's weights; adopted");
                         self.publish(&d.policy, std::slice::from_ref(&a.event))
                             .await;
                     }
                     // Changed again meanwhile: the next cycle judges the fresh version.
                     Ok(false) => {}
                     Err(error) => {
-                        warn!(%error, target = %a.target, "adopting a foreign change failed");
+                        warn!(%error, object = %a.target, "adopting a foreign change failed");
                         out.failed = true;
                     }
                 }
@@ -277,18 +277,18 @@ impl Operator {
                     out.weights_written = true;
                     out.written = Some((w.split.resource_version.clone(), w.weights.clone()));
                     status.last_weight_update = Some(status::time(now));
-                    info!(target = %w.target, weights = ?w.weights, "weights written");
+                    info!(object = %w.target, weights = ?w.weights, "weights written");
                 }
                 Ok(
                     o @ (WriteOutcome::Restored
                     | WriteOutcome::ForeignChange
                     | WriteOutcome::BackendsChanged),
                 ) => {
-                    info!(target = %w.target, outcome = ?o, "weights not written: the target changed hands or shape");
+                    info!(object = %w.target, outcome = ?o, "weights not written: the target changed hands or shape");
                 }
                 Ok(WriteOutcome::AlreadySet) => {}
                 Err(error) => {
-                    warn!(%error, target = %w.target, "weights write failed");
+                    warn!(%error, object = %w.target, "weights write failed");
                     out.failed = true;
                 }
             }
@@ -351,7 +351,7 @@ impl Operator {
         }
         let split = &target;
         match self.actuator.restore(&key.0, split).await? {
-            RestoreOutcome::Restored => info!(target = %split, "original weights restored"),
+            RestoreOutcome::Restored => info!(object = %split, "original weights restored"),
             RestoreOutcome::NotAdopted | RestoreOutcome::Gone => {}
             RestoreOutcome::Impossible { why, originals } => {
                 let originals = originals.or_else(|| {
@@ -364,7 +364,7 @@ impl Operator {
                         })
                 });
                 let originals = originals.unwrap_or_else(|| "unknown".into());
-                warn!(target = %split, %why, %originals, "original weights cannot be restored; releasing the finalizer");
+                warn!(object = %split, %why, %originals, "original weights cannot be restored; releasing the finalizer");
                 let note = format!(
                     "{split} cannot be restored ({why}); releasing the finalizer. \
                      Original weights: {originals}"
