@@ -14,12 +14,39 @@ etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" && NF >= 2 {print $2; exit}' go.mo
 key=$(cat go.mod go.sum | sha256sum | cut -c1-12)
 dir="${L3_TESTENV_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/l3/testenv/k8s-${k8s}-etcd-${etcd}-${key}}"
 bins=(kube-apiserver kube-controller-manager etcd)
+# The Gateway API CRDs, pinned in gateway-api/go.mod (a module of its own, so that the pin does
+# not move the control plane's dependencies), are copied next to the binaries.
+gwapi=$(awk '$1 == "require" && $2 == "sigs.k8s.io/gateway-api" {print $3; exit}' gateway-api/go.mod)
+crds="$dir/gateway-api-${gwapi}"
 
 # `--print-dir`: only say where the binaries are (or would be); the tests use this.
 if [[ ${1:-} == --print-dir ]]; then
   echo "$dir"
   exit 0
 fi
+# `--print-gateway-crds`: where the Gateway API CRDs are (or would be).
+if [[ ${1:-} == --print-gateway-crds ]]; then
+  echo "$crds"
+  exit 0
+fi
+
+# Copy the standard CRDs (HTTPRoute, GRPCRoute, ...) from the module cache; nothing downloaded
+# is committed.
+copy_gateway_crds() {
+  [[ -f "$crds/gateway.networking.k8s.io_httproutes.yaml" ]] && return 0
+  local src
+  src=$(cd gateway-api && go mod download -json sigs.k8s.io/gateway-api | awk -F'"' '$2 == "Dir" {print $4}')
+  [[ -d "$src/config/crd/standard" ]] || { echo "testenv: no config/crd/standard in sigs.k8s.io/gateway-api $gwapi ($src)" >&2; exit 1; }
+  mkdir -p "$dir"
+  local tmp
+  tmp=$(mktemp -d "$dir/.crds.XXXXXX")
+  cp "$src"/config/crd/standard/*.yaml "$tmp"/
+  chmod u+w "$tmp"/*.yaml
+  rm -rf "$crds"
+  mv "$tmp" "$crds"
+  echo "testenv: Gateway API $gwapi CRDs in $crds" >&2
+}
+copy_gateway_crds
 
 have_all() {
   local b

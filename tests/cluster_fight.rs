@@ -39,6 +39,8 @@ async fn fixture(namespace: &str, backends: Vec<Backend>) -> Fixture {
         backends,
         apps_namespace: None,
         lease: None,
+        route: None,
+        helm_args: Vec::new(),
     })
     .await
 }

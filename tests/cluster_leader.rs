@@ -177,6 +177,8 @@ async fn twenty_rounds_of_kill_and_sigterm_never_have_two_writers() {
         ],
         apps_namespace: None,
         lease: Some((SHORT_LEASE, "--api-timeout=500ms")),
+        route: None,
+        helm_args: Vec::new(),
     })
     .await;
     let initial = support::mesh::raw_weights(&f.split().await);

@@ -281,6 +281,8 @@ async fn namespace_deletion_completes() {
         backends: three_backends(),
         apps_namespace: Some("nsdel-apps"),
         lease: None,
+        route: None,
+        helm_args: Vec::new(),
     })
     .await;
     let initial = mesh::raw_weights(&f.split().await);

@@ -192,10 +192,10 @@ impl Harness {
             metrics.clone(),
             leadership,
             vec![policies_w.as_reader()],
-            Box::new(StoreLookup {
-                store: splits_w.as_reader(),
-                resource: version.api_resource(),
-            }),
+            Box::new(StoreLookup::splits(
+                splits_w.as_reader(),
+                version.api_resource(),
+            )),
             Some(Recorder::new(
                 client.clone(),
                 Reporter {

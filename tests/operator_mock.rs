@@ -150,10 +150,7 @@ fn setup_with(
         metrics,
         leadership,
         vec![pw.as_reader()],
-        Box::new(StoreLookup {
-            store: sw.as_reader(),
-            resource: version.api_resource(),
-        }),
+        Box::new(StoreLookup::splits(sw.as_reader(), version.api_resource())),
         None,
     ));
     Setup {
@@ -406,10 +403,10 @@ async fn a_forbidden_split_releases_the_finalizer_with_the_originals_in_an_event
         metrics,
         Leadership::always(),
         vec![pw.as_reader()],
-        Box::new(StoreLookup {
-            store: sw.as_reader(),
-            resource: SplitVersion::V1alpha2.api_resource(),
-        }),
+        Box::new(StoreLookup::splits(
+            sw.as_reader(),
+            SplitVersion::V1alpha2.api_resource(),
+        )),
         Some(Recorder::new(
             client,
             Reporter {

@@ -1,6 +1,7 @@
-//! Every write l3 makes to the API server: TrafficSplit weights (adopting the split on the
-//! first write), adopting another writer's weights, restoring the original weights, the
-//! policy's finalizer and its status.
+//! Every write l3 makes to the API server: target weights (a TrafficSplit's, or a route rule's
+//! backendRefs'; adopting the target on the first write), adopting another writer's weights,
+//! restoring the original weights, the policy's finalizer and its status. Every target kind goes
+//! through the same code: only the [`Target`] (which resource, which rule) differs.
 //!
 //! Each write is a JSON merge patch carrying the resourceVersion it was computed from, bounded
 //! by a timeout and counted; a 409 Conflict is retried on a fresh read, a bounded number of
@@ -23,9 +24,8 @@ use super::crd::{ADOPTED_TARGET_ANNOTATION, FINALIZER, LatencyPolicy, LatencyPol
 use super::engine::Adoption;
 use super::leader::{Leadership, WritePermit};
 use super::metrics::Metrics;
-use super::trafficsplit::{
-    self, ORIGINAL_WEIGHTS_ANNOTATION, ParsedSplit, SplitVersion, WeightForm,
-};
+use super::target::{Kind, Resources, Target};
+use super::trafficsplit::{ORIGINAL_WEIGHTS_ANNOTATION, ParsedSplit, SplitVersion, WeightForm};
 use super::{Error, Result};
 
 /// Field manager of every l3 write.
@@ -71,7 +71,7 @@ pub enum RestoreOutcome {
 #[derive(Clone)]
 pub struct Actuator {
     client: kube::Client,
-    version: SplitVersion,
+    resources: Resources,
     metrics: Metrics,
     timeout: Duration,
     leadership: Leadership,
@@ -87,9 +87,19 @@ impl Actuator {
         metrics: Metrics,
         timeout: Duration,
     ) -> Self {
+        Self::for_kinds(client, Resources::split(version), metrics, timeout)
+    }
+
+    /// An actuator writing the served kinds of `resources`.
+    pub fn for_kinds(
+        client: kube::Client,
+        resources: Resources,
+        metrics: Metrics,
+        timeout: Duration,
+    ) -> Self {
         Self {
             client,
-            version,
+            resources,
             metrics,
             timeout,
             leadership: Leadership::always(),
@@ -102,8 +112,14 @@ impl Actuator {
         Self { leadership, ..self }
     }
 
-    fn splits(&self, ns: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), ns, &self.version.api_resource())
+    /// The API of the target's kind; a kind that is not enabled or not served is an error
+    /// naming the fix.
+    fn splits(&self, ns: &str, kind: Kind) -> Result<Api<DynamicObject>> {
+        let ar = self
+            .resources
+            .resource(kind)
+            .map_err(Error::TargetUnavailable)?;
+        Ok(Api::namespaced_with(self.client.clone(), ns, ar))
     }
 
     fn policies(&self, ns: &str) -> Api<LatencyPolicy> {
@@ -135,21 +151,29 @@ impl Actuator {
         r
     }
 
-    async fn fresh_object(&self, ns: &str, name: &str) -> Result<DynamicObject> {
-        tokio::time::timeout(self.timeout, self.splits(ns).get(name))
+    async fn fresh_object(&self, ns: &str, target: &Target) -> Result<DynamicObject> {
+        let api = self.splits(ns, target.kind)?;
+        tokio::time::timeout(self.timeout, api.get(&target.name))
             .await
             .map_err(|_| Error::Timeout("read"))?
             .map_err(Error::Kube)
     }
 
-    async fn fresh_split(&self, ns: &str, name: &str) -> Result<ParsedSplit> {
-        Ok(trafficsplit::parse(&self.fresh_object(ns, name).await?)?)
+    async fn fresh_split(&self, ns: &str, target: &Target) -> Result<ParsedSplit> {
+        Ok(target.parse(&self.fresh_object(ns, target).await?)?)
     }
 
-    /// Whether weights written to the cluster must be whole numbers: v1alpha2's schema says
-    /// so, and a split spelled in integers stays so.
-    fn integers_only(&self, split: &ParsedSplit) -> bool {
-        self.version == SplitVersion::V1alpha2 || split.form == WeightForm::Integer
+    /// Whether the TrafficSplits are served as v1alpha2 (integer weights).
+    fn split_v1alpha2(&self) -> bool {
+        self.resources
+            .resource(Kind::TrafficSplit)
+            .is_ok_and(|ar| ar.version == SplitVersion::V1alpha2.as_str())
+    }
+
+    /// Whether weights written to the cluster must be whole numbers: v1alpha2's and the
+    /// routes' schemas say so, and a split spelled in integers stays so.
+    fn integers_only(&self, target: &Target, split: &ParsedSplit) -> bool {
+        target.kind.is_route() || self.split_v1alpha2() || split.form == WeightForm::Integer
     }
 
     /// Set the split's weights (`service → weight out of 1000`), recording the original
@@ -157,23 +181,25 @@ impl Actuator {
     /// from; on a 409 the split is read again and the same weights are written on top of the
     /// fresh version only if it still carries l3's original-weights record, its weights are
     /// still the ones l3 applied, and its backends are the same.
-    #[instrument(skip_all, fields(namespace = %ns, split = %name))]
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
     pub async fn write_weights(
         &self,
         ns: &str,
-        name: &str,
+        target: &Target,
         split: &ParsedSplit,
         weights: &[(String, u32)],
     ) -> Result<WriteOutcome> {
+        let name = target.name.as_str();
         let w: Vec<(&str, u32)> = weights.iter().map(|(n, w)| (n.as_str(), *w)).collect();
         let mut current = split.clone();
         for attempt in 1..=MAX_ATTEMPTS {
-            let form = match self.version {
-                SplitVersion::V1alpha2 => WeightForm::Integer,
-                SplitVersion::V1alpha1 => current.form,
+            let form = if self.integers_only(target, &current) {
+                WeightForm::Integer
+            } else {
+                current.form
             };
             let patch = current.weights_patch(&w, form, true);
-            let api = self.splits(ns);
+            let api = self.splits(ns, target.kind)?;
             let pp = PatchParams::apply(FIELD_MANAGER);
             match self
                 .call("weights", api.patch(name, &pp, &Patch::Merge(&patch)))
@@ -184,7 +210,7 @@ impl Actuator {
                     if s.is_conflict() && attempt < MAX_ATTEMPTS =>
                 {
                     debug!(attempt, "split changed meanwhile, retrying on a fresh read");
-                    current = self.fresh_split(ns, name).await?;
+                    current = self.fresh_split(ns, target).await?;
                     if current.original.is_none() {
                         // Restored meanwhile (or, on a first write, adopted by no one yet):
                         // a retry must not adopt, the next cycle decides afresh.
@@ -213,19 +239,19 @@ impl Actuator {
     /// Record another writer's weights as they are (see [`Adoption`]), guarded by the
     /// resourceVersion they were judged on. Returns false, writing nothing, if the split
     /// changed meanwhile: the next cycle judges the fresh version.
-    #[instrument(skip_all, fields(namespace = %ns, split = %name))]
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
     pub async fn adopt(
         &self,
         ns: &str,
-        name: &str,
+        target: &Target,
         split: &ParsedSplit,
         adoption: &Adoption,
     ) -> Result<bool> {
         let patch = split.adopt_patch(&adoption.originals, &adoption.history);
-        let api = self.splits(ns);
+        let api = self.splits(ns, target.kind)?;
         let pp = PatchParams::apply(FIELD_MANAGER);
         match self
-            .call("adopt", api.patch(name, &pp, &Patch::Merge(&patch)))
+            .call("adopt", api.patch(&target.name, &pp, &Patch::Merge(&patch)))
             .await
         {
             Ok(_) => Ok(true),
@@ -237,10 +263,10 @@ impl Actuator {
     /// Put back the weights recorded when l3 adopted the split and drop l3's records. A split
     /// that cannot be read, parsed or written for good (403, 422, a broken record) is
     /// [`RestoreOutcome::Impossible`], not an error: the caller must not block on it.
-    #[instrument(skip_all, fields(namespace = %ns, split = %name))]
-    pub async fn restore(&self, ns: &str, name: &str) -> Result<RestoreOutcome> {
+    #[instrument(skip_all, fields(namespace = %ns, object = %target))]
+    pub async fn restore(&self, ns: &str, target: &Target) -> Result<RestoreOutcome> {
         for attempt in 1..=MAX_ATTEMPTS {
-            let obj = match self.fresh_object(ns, name).await {
+            let obj = match self.fresh_object(ns, target).await {
                 Ok(o) => o,
                 Err(e) => return final_failure(e, None),
             };
@@ -250,8 +276,8 @@ impl Actuator {
                 .as_ref()
                 .and_then(|a| a.get(ORIGINAL_WEIGHTS_ANNOTATION))
                 .cloned();
-            let patch = trafficsplit::parse(&obj).and_then(|current| {
-                let integers = self.integers_only(&current);
+            let patch = target.parse(&obj).and_then(|current| {
+                let integers = self.integers_only(target, &current);
                 current.restore_patch(integers)
             });
             let patch = match patch {
@@ -264,10 +290,13 @@ impl Actuator {
                     });
                 }
             };
-            let api = self.splits(ns);
+            let api = self.splits(ns, target.kind)?;
             let pp = PatchParams::apply(FIELD_MANAGER);
             match self
-                .call("restore", api.patch(name, &pp, &Patch::Merge(&patch)))
+                .call(
+                    "restore",
+                    api.patch(&target.name, &pp, &Patch::Merge(&patch)),
+                )
                 .await
             {
                 Ok(_) => return Ok(RestoreOutcome::Restored),
@@ -362,6 +391,8 @@ fn final_failure(e: Error, originals: Option<String>) -> Result<RestoreOutcome> 
             why: e.to_string(),
             originals,
         }),
+        // The kind is no longer enabled or served: nothing l3 can write.
+        Error::TargetUnavailable(why) => Ok(RestoreOutcome::Impossible { why, originals }),
         e => Err(e),
     }
 }

@@ -1,8 +1,9 @@
 //! The control loop's I/O: [`Operator`] runs the [`Engine`] against the API server every tick
 //! (one batched fetch, leader-only writes, per-policy exponential backoff), and the kube-rs
 //! Controller on LatencyPolicies reconciles their lifecycle (finalizer; restoring weights on
-//! delete, a switch to DryRun or a change of `targetRef`), triggered also by TrafficSplit
-//! changes mapped back to the policies that target them.
+//! delete, a switch to DryRun or a change of `targetRef`, such as from a TrafficSplit to an
+//! HTTPRoute), triggered also by changes of the targets (TrafficSplits, routes) mapped back to
+//! the policies that target them.
 //!
 //! A restore is final: the cycle's writes and the restores of a split are serialised by one
 //! async lock per split, and under it the cycle checks that the policy still enforces on that
@@ -29,6 +30,7 @@ use super::engine::{
 use super::leader::Leadership;
 use super::metrics::Metrics;
 use super::status::{self, Transition};
+use super::target::{ObjectId, Target};
 use super::{Error, Result};
 use crate::source::{SignalRequest, SignalSource, Snapshot};
 
@@ -65,8 +67,8 @@ pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(30);
 /// Most characters of an Event note (the API allows 1 kB).
 const EVENT_NOTE_MAX: usize = 1000;
 
-/// A split: namespace and name.
-type SplitKey = (String, String);
+/// A target object: namespace, and kind and name.
+type SplitKey = (String, ObjectId);
 
 /// Everything the running operator shares between the loop, the controller and the servers.
 pub struct Operator {
@@ -132,11 +134,11 @@ impl Operator {
         self
     }
 
-    /// The lock of one split.
-    fn split_lock(&self, ns: &str, split: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock of one target object.
+    fn split_lock(&self, ns: &str, target: &Target) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.split_locks.lock().unwrap_or_else(|p| p.into_inner());
         locks
-            .entry((ns.to_owned(), split.to_owned()))
+            .entry((ns.to_owned(), target.object()))
             .or_default()
             .clone()
     }
@@ -145,9 +147,10 @@ impl Operator {
         self.retired.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `policy` (as planned) may still write `split`: call with the split's lock held.
-    /// The store's latest copy must still be the same object, live, enforcing, targeting and
-    /// having adopted that split, and reconcile must not have restored it meanwhile.
+    /// Whether `policy` (as planned) may still write the target recorded as `split`
+    /// ([`Target::record`]): call with the target's lock held. The store's latest copy must
+    /// still be the same object, live, enforcing, targeting and having adopted that target, and
+    /// reconcile must not have restored it meanwhile.
     fn may_write(&self, planned: &LatencyPolicy, split: &str) -> bool {
         let key = key_of(planned);
         let reference = ObjectRef::<LatencyPolicy>::new(&key.1).within(&key.0);
@@ -159,7 +162,7 @@ impl Operator {
         let live = latest.uid() == planned.uid()
             && latest.meta().deletion_timestamp.is_none()
             && latest.spec.mode == Mode::Enforce
-            && latest.spec.target_ref.name == split
+            && latest.target_record().as_deref() == Some(split)
             && latest.adopted_target().as_deref() == Some(split);
         let retired = self
             .retired()
@@ -237,34 +240,34 @@ impl Operator {
         }
         let mut status = d.status;
         if let Some(a) = &d.adopt {
-            let lock = self.split_lock(&d.key.0, &a.split_name);
+            let lock = self.split_lock(&d.key.0, &a.target);
             let _held = lock.lock().await;
-            if self.may_write(&d.policy, &a.split_name) {
+            if self.may_write(&d.policy, &a.target.record()) {
                 match self
                     .actuator
-                    .adopt(&d.key.0, &a.split_name, &a.split, &a.adoption)
+                    .adopt(&d.key.0, &a.target, &a.split, &a.adoption)
                     .await
                 {
                     Ok(true) => {
-                        warn!(split = %a.split_name, change = ?a.adoption.change, "another writer changed the split; adopted");
+                        warn!(object = %a.target, change = ?a.adoption.change, "another writer changed the target's weights; adopted");
                         self.publish(&d.policy, std::slice::from_ref(&a.event))
                             .await;
                     }
                     // Changed again meanwhile: the next cycle judges the fresh version.
                     Ok(false) => {}
                     Err(error) => {
-                        warn!(%error, split = %a.split_name, "adopting a foreign change failed");
+                        warn!(%error, object = %a.target, "adopting a foreign change failed");
                         out.failed = true;
                     }
                 }
             }
         }
         if let Some(w) = &d.write {
-            let lock = self.split_lock(&d.key.0, &w.split_name);
+            let lock = self.split_lock(&d.key.0, &w.target);
             let _held = lock.lock().await;
-            let written = if self.may_write(&d.policy, &w.split_name) {
+            let written = if self.may_write(&d.policy, &w.target.record()) {
                 self.actuator
-                    .write_weights(&d.key.0, &w.split_name, &w.split, &w.weights)
+                    .write_weights(&d.key.0, &w.target, &w.split, &w.weights)
                     .await
             } else {
                 Ok(WriteOutcome::Restored)
@@ -274,18 +277,18 @@ impl Operator {
                     out.weights_written = true;
                     out.written = Some((w.split.resource_version.clone(), w.weights.clone()));
                     status.last_weight_update = Some(status::time(now));
-                    info!(split = %w.split_name, weights = ?w.weights, "weights written");
+                    info!(object = %w.target, weights = ?w.weights, "weights written");
                 }
                 Ok(
                     o @ (WriteOutcome::Restored
                     | WriteOutcome::ForeignChange
                     | WriteOutcome::BackendsChanged),
                 ) => {
-                    info!(split = %w.split_name, outcome = ?o, "weights not written: the split changed hands or shape");
+                    info!(object = %w.target, outcome = ?o, "weights not written: the target changed hands or shape");
                 }
                 Ok(WriteOutcome::AlreadySet) => {}
                 Err(error) => {
-                    warn!(%error, split = %w.split_name, "weights write failed");
+                    warn!(%error, object = %w.target, "weights write failed");
                     out.failed = true;
                 }
             }
@@ -334,7 +337,11 @@ impl Operator {
     /// never block a deletion.
     async fn give_back(&self, policy: &LatencyPolicy, split: &str) -> Result<()> {
         let key = key_of(policy);
-        let lock = self.split_lock(&key.0, split);
+        let Some(target) = Target::from_record(split) else {
+            warn!(record = %split, "the adopted-target record cannot be read; nothing to restore");
+            return Ok(());
+        };
+        let lock = self.split_lock(&key.0, &target);
         let _held = lock.lock().await;
         if let Some(uid) = policy.uid() {
             self.retired().insert((key.clone(), split.to_owned()), uid);
@@ -342,21 +349,24 @@ impl Operator {
         if !owns_split(&self.all_policies(), policy, split) {
             return Ok(());
         }
+        let split = &target;
         match self.actuator.restore(&key.0, split).await? {
-            RestoreOutcome::Restored => info!(%split, "original weights restored"),
+            RestoreOutcome::Restored => info!(object = %split, "original weights restored"),
             RestoreOutcome::NotAdopted | RestoreOutcome::Gone => {}
             RestoreOutcome::Impossible { why, originals } => {
                 let originals = originals.or_else(|| {
-                    self.splits.split(&key.0, split).and_then(|o| {
-                        o.annotations()
-                            .get(super::trafficsplit::ORIGINAL_WEIGHTS_ANNOTATION)
-                            .cloned()
-                    })
+                    self.splits
+                        .split(split.kind, &key.0, &split.name)
+                        .and_then(|o| {
+                            o.annotations()
+                                .get(super::trafficsplit::ORIGINAL_WEIGHTS_ANNOTATION)
+                                .cloned()
+                        })
                 });
                 let originals = originals.unwrap_or_else(|| "unknown".into());
-                warn!(%split, %why, %originals, "original weights cannot be restored; releasing the finalizer");
+                warn!(object = %split, %why, %originals, "original weights cannot be restored; releasing the finalizer");
                 let note = format!(
-                    "TrafficSplit {split} cannot be restored ({why}); releasing the finalizer. \
+                    "{split} cannot be restored ({why}); releasing the finalizer. \
                      Original weights: {originals}"
                 );
                 self.publish(
@@ -421,7 +431,7 @@ pub async fn reconcile(policy: Arc<LatencyPolicy>, op: Arc<Operator>) -> Result<
         return Ok(Action::requeue(Duration::from_secs(15)));
     }
     let key = key_of(&policy);
-    let target = policy.spec.target_ref.name.clone();
+    let target = policy.target_record();
     let has_finalizer = policy.finalizers().iter().any(|f| f == FINALIZER);
     let adopted = policy.adopted_target();
     let policies = op.all_policies();
@@ -436,13 +446,17 @@ pub async fn reconcile(policy: Arc<LatencyPolicy>, op: Arc<Operator>) -> Result<
             }
             return Ok(Action::await_change());
         }
-        if let Some(old) = adopted.as_ref().filter(|a| **a != target) {
-            // Retargeted: the old split gets its originals back before the new one is tuned
-            // (the cycle writes a split only once it is the recorded one).
+        if let Some(old) = adopted.as_ref().filter(|a| Some(*a) != target.as_ref()) {
+            // Retargeted (another name, rule or kind, such as a TrafficSplit replaced by an
+            // HTTPRoute): the old target gets its originals back before the new one is tuned
+            // (the cycle writes a target only once it is the recorded one).
             op.give_back(&policy, old).await?;
         }
-        if owns && policy.spec.settings().is_ok() {
-            op.actuator.set_finalizer(&policy, Some(&target)).await?;
+        if let Some(target) = target
+            .as_ref()
+            .filter(|_| owns && policy.spec.settings().is_ok())
+        {
+            op.actuator.set_finalizer(&policy, Some(target)).await?;
             op.retired().remove(&(key.clone(), target.clone()));
         } else if has_finalizer && !owns {
             // Not (or no longer) the owner: the split is another policy's to restore.

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::algorithm::{FilterKind, PipelineConfig, WeightingParams};
 use crate::state::FilterSettings;
 
+use super::target::Target;
+
 /// API group of the LatencyPolicy.
 pub const GROUP: &str = "l3.dev";
 /// Finalizer that lets the operator restore a split's original weights before a policy goes.
@@ -20,7 +22,8 @@ pub const ADOPTED_TARGET_ANNOTATION: &str = "l3.dev/adopted-target";
 /// Durations: a decimal number followed by `ms`, `s` or `m`, e.g. `5s`, `600ms`, `1.5s`.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
 
-/// A LatencyPolicy: l3 keeps the weights of one SMI TrafficSplit tuned by the L3 algorithm.
+/// A LatencyPolicy: l3 keeps the weights of one SMI TrafficSplit, or of one rule of an
+/// HTTPRoute or GRPCRoute, tuned by the L3 algorithm.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "l3.dev",
@@ -31,7 +34,8 @@ pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
     namespaced,
     status = "LatencyPolicyStatus",
     derive = "Default",
-    doc = "LatencyPolicy tunes the backend weights of one SMI TrafficSplit by observed latency (L3).",
+    doc = "LatencyPolicy tunes the backend weights of one SMI TrafficSplit, HTTPRoute or GRPCRoute rule by observed latency (L3).",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.targetRef.kind"}"#,
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
@@ -40,7 +44,8 @@ pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LatencyPolicySpec {
-    /// The TrafficSplit whose weights this policy tunes (same namespace; one split per policy).
+    /// The TrafficSplit or route whose weights this policy tunes (same namespace; one target
+    /// per policy).
     pub target_ref: TargetRef,
     /// `Enforce` writes weights; `DryRun` computes and reports them but never writes.
     #[serde(default)]
@@ -99,18 +104,33 @@ pub struct LatencyPolicySpec {
     pub max_share_step: Option<f64>,
 }
 
-/// The split a policy tunes.
+/// The object a policy tunes: an SMI TrafficSplit, or one rule of a Gateway API (or Linkerd)
+/// HTTPRoute or GRPCRoute.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
-    /// Kind of the target; only `TrafficSplit` (split.smi-spec.io).
+    /// Kind of the target: `TrafficSplit`, `HTTPRoute` or `GRPCRoute`.
     pub kind: TargetKind,
-    /// Name of the TrafficSplit, in the policy's namespace.
+    /// API group of the target. Default: `split.smi-spec.io` for a TrafficSplit,
+    /// `gateway.networking.k8s.io` for a route; `policy.linkerd.io` selects Linkerd's HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<TargetGroup>,
+    /// Name of the target, in the policy's namespace.
     #[schemars(
         length(min = 1, max = 253),
         pattern(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub name: String,
+    /// Routes only: the `name` of the rule whose backendRefs' weights are tuned. Default: the
+    /// only rule with two or more backendRefs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub rule_name: Option<String>,
+    /// Routes only: the index (from 0) of the rule whose backendRefs' weights are tuned, for
+    /// rules without a name. Not together with `ruleName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 63))]
+    pub rule_index: Option<u32>,
 }
 
 /// Kinds a policy can target.
@@ -118,6 +138,26 @@ pub struct TargetRef {
 pub enum TargetKind {
     /// SMI `TrafficSplit` (split.smi-spec.io v1alpha1 or v1alpha2).
     TrafficSplit,
+    /// `HTTPRoute` (gateway.networking.k8s.io/v1, or policy.linkerd.io).
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
+    /// `GRPCRoute` (gateway.networking.k8s.io/v1).
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
+}
+
+/// API groups of the kinds a policy can target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TargetGroup {
+    /// SMI (TrafficSplit).
+    #[serde(rename = "split.smi-spec.io")]
+    Smi,
+    /// Gateway API (HTTPRoute, GRPCRoute).
+    #[serde(rename = "gateway.networking.k8s.io")]
+    Gateway,
+    /// Linkerd's policy API (HTTPRoute).
+    #[serde(rename = "policy.linkerd.io")]
+    Linkerd,
 }
 
 /// Whether a policy writes weights.
@@ -177,7 +217,10 @@ impl LatencyPolicySpec {
         Self {
             target_ref: TargetRef {
                 kind: TargetKind::TrafficSplit,
+                group: None,
                 name: name.to_owned(),
+                rule_name: None,
+                rule_index: None,
             },
             mode: Mode::Enforce,
             percentile: default_percentile(),
@@ -284,7 +327,9 @@ impl LatencyPolicySpec {
                 ),
             });
         }
+        let target = Target::from_ref(&self.target_ref)?;
         Ok(PolicySettings {
+            target,
             quantile: range("percentile", self.percentile, 0.5, 0.999)?,
             filters,
             pipeline,
@@ -301,9 +346,18 @@ impl LatencyPolicySpec {
 }
 
 impl LatencyPolicy {
-    /// The split whose original weights this policy is responsible for: the one recorded with
-    /// its finalizer. A finalizer without a record (set by an l3 that kept none) stands for
-    /// the current target.
+    /// The record ([`Target::record`]) of the target this policy's spec names, or `None` when
+    /// the spec's `targetRef` cannot be used.
+    pub fn target_record(&self) -> Option<String> {
+        Target::from_ref(&self.spec.target_ref)
+            .ok()
+            .map(|t| t.record())
+    }
+
+    /// The target whose original weights this policy is responsible for, as a
+    /// [`Target::record`]: the one recorded with its finalizer. A finalizer without a record
+    /// (set by an l3 that kept none, which tuned TrafficSplits only) stands for the current
+    /// target.
     pub fn adopted_target(&self) -> Option<String> {
         let recorded = self
             .metadata
@@ -316,7 +370,7 @@ impl LatencyPolicy {
             .finalizers
             .as_ref()
             .is_some_and(|f| f.iter().any(|f| f == FINALIZER));
-        recorded.or_else(|| has_finalizer.then(|| self.spec.target_ref.name.clone()))
+        recorded.or_else(|| has_finalizer.then(|| self.target_record()).flatten())
     }
 }
 
@@ -333,6 +387,8 @@ pub struct SpecError {
 /// A validated spec, in the units the algorithm and state layers take.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PolicySettings {
+    /// The object and rule tuned.
+    pub target: Target,
     /// Latency quantile.
     pub quantile: f64,
     /// Filter kind and half-lives, seconds.
@@ -371,7 +427,7 @@ pub struct LatencyPolicyStatus {
     /// `Ready`, `TargetFound`, `MetricsAvailable`, `Conflict`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// When l3 last wrote the split's weights.
+    /// When l3 last wrote the target's weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_weight_update: Option<Time>,
     /// Per backend: weight, share and the filtered signals.
@@ -383,7 +439,8 @@ pub struct LatencyPolicyStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendStatus {
-    /// Backend Service name (`spec.backends[].service`).
+    /// Backend Service: `spec.backends[].service` of a TrafficSplit, the backendRef's `name` of
+    /// a route (`namespace/name` when the Service is in another namespace than the route).
     pub service: String,
     /// Weight computed by l3 (written unless DryRun), out of 1000.
     pub weight: u32,
@@ -468,7 +525,7 @@ mod tests {
         );
         assert_eq!(
             spec["targetRef"]["properties"]["kind"]["enum"],
-            serde_json::json!(["TrafficSplit"])
+            serde_json::json!(["TrafficSplit", "HTTPRoute", "GRPCRoute"])
         );
         let cols: Vec<&str> = v["additionalPrinterColumns"]
             .as_array()
@@ -476,7 +533,10 @@ mod tests {
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(cols, ["Target", "Mode", "Ready", "Last Update", "Age"]);
+        assert_eq!(
+            cols,
+            ["Kind", "Target", "Mode", "Ready", "Last Update", "Age"]
+        );
         assert_eq!(
             crd["spec"]["names"]["shortNames"],
             serde_json::json!(["lp"])

@@ -20,9 +20,10 @@ use super::metrics::Metrics;
 use super::status::{
     self, CONFLICT, CONTESTED, Cond, METRICS_AVAILABLE, READY, TARGET_FOUND, Transition,
 };
+use super::target::{self, Kind, ObjectId, Resources, Target};
 use super::trafficsplit::{
-    self, FAILOVER_LABEL, ForeignChange, ForeignHistory, ParsedSplit, SplitError, WeightForm,
-    WeightMap,
+    self, FAILOVER_LABEL, ForeignChange, ForeignHistory, ParsedSplit, SplitBackend, SplitError,
+    WeightForm, WeightMap,
 };
 use crate::algorithm::safety;
 use crate::source::{BackendKey, RequestGroup, SignalRequest, Snapshot};
@@ -118,6 +119,7 @@ pub fn judge(split: &ParsedSplit, generation: i64, now: f64) -> Result<Judgement
                 &applied,
                 &split.current_weights(),
                 split.form == WeightForm::Integer,
+                split.absent_weight,
             );
             if change == ForeignChange::Weights {
                 history.times.push(now);
@@ -184,54 +186,91 @@ pub const CONFIRM_CYCLES: u32 = 3;
 /// down sharply must not wait for confirmation).
 pub const URGENT_SHARE_CHANGE: f64 = 0.05;
 
-/// Where the control loop finds TrafficSplits (a reflector store in production).
+/// Where the control loop finds its targets (reflector stores in production).
 pub trait SplitLookup: Send + Sync {
-    /// The split `name` in namespace `ns`, if it exists.
-    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>>;
+    /// The object of `kind` named `name` in namespace `ns`, if it exists.
+    fn split(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<DynamicObject>>;
 
-    /// Why no split can exist at all (the cluster serves no TrafficSplit), if that is the case.
-    fn unavailable(&self) -> Option<&'static str> {
+    /// Why no object of `kind` can exist at all (not enabled, or its CRD is not served), if
+    /// that is the case.
+    fn unavailable(&self, _kind: Kind) -> Option<String> {
         None
     }
 }
 
-/// The lookup while the cluster serves no TrafficSplit CRD: every target is missing.
+/// The lookup while the cluster serves no TrafficSplit CRD (and l3 tunes no other kind):
+/// every target is missing.
 pub struct CrdMissing;
 
 impl SplitLookup for CrdMissing {
-    fn split(&self, _: &str, _: &str) -> Option<Arc<DynamicObject>> {
+    fn split(&self, _: Kind, _: &str, _: &str) -> Option<Arc<DynamicObject>> {
         None
     }
 
-    fn unavailable(&self) -> Option<&'static str> {
-        Some(trafficsplit::CRD_MISSING)
+    fn unavailable(&self, kind: Kind) -> Option<String> {
+        Some(kind.missing())
     }
 }
 
-/// A reflector store of TrafficSplits.
+/// A reflector store of one target kind.
 #[derive(Clone)]
 pub struct StoreLookup {
     /// The store.
     pub store: Store<DynamicObject>,
-    /// The served TrafficSplit version.
+    /// The served resource.
     pub resource: ApiResource,
+    /// The kind it holds.
+    pub kind: Kind,
+}
+
+impl StoreLookup {
+    /// A store of TrafficSplits served as `resource`.
+    pub fn splits(store: Store<DynamicObject>, resource: ApiResource) -> Self {
+        Self {
+            store,
+            resource,
+            kind: Kind::TrafficSplit,
+        }
+    }
 }
 
 impl SplitLookup for StoreLookup {
-    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+    fn split(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        if kind != self.kind {
+            return None;
+        }
         self.store
             .get(&ObjectRef::new_with(name, self.resource.clone()).within(ns))
     }
 }
 
 impl SplitLookup for Vec<StoreLookup> {
-    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        self.iter().find_map(|s| s.split(ns, name))
+    fn split(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.iter().find_map(|s| s.split(kind, ns, name))
     }
 }
 
+/// The stores of every enabled, served kind, and why the others have none.
+pub struct Lookups {
+    /// One store per served kind and watched scope.
+    pub stores: Vec<StoreLookup>,
+    /// The enabled kinds and whether they are served.
+    pub resources: Resources,
+}
+
+impl SplitLookup for Lookups {
+    fn split(&self, kind: Kind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        self.stores.split(kind, ns, name)
+    }
+
+    fn unavailable(&self, kind: Kind) -> Option<String> {
+        self.resources.resource(kind).err()
+    }
+}
+
+/// Objects by namespace and name, whatever their kind (tests and benchmarks).
 impl SplitLookup for HashMap<Key, Arc<DynamicObject>> {
-    fn split(&self, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+    fn split(&self, _: Kind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
         self.get(&(ns.to_owned(), name.to_owned())).cloned()
     }
 }
@@ -246,36 +285,47 @@ fn age(p: &LatencyPolicy) -> (Option<Time>, String) {
     (p.meta().creation_timestamp.clone(), p.name_any())
 }
 
-/// The policy that owns a split: the oldest among the live (not deleting) policies targeting
-/// it, and `candidate` itself.
+/// The object a policy's spec targets (kind and name; the rule does not matter: one policy
+/// per object). A spec whose `targetRef` cannot be used still claims the name as a
+/// TrafficSplit, as before kinds existed.
+pub fn object_of(p: &LatencyPolicy) -> ObjectId {
+    Target::from_ref(&p.spec.target_ref)
+        .map(|t| t.object())
+        .unwrap_or_else(|_| (Kind::TrafficSplit, p.spec.target_ref.name.clone()))
+}
+
+/// The policy that owns a target object: the oldest among the live (not deleting) policies
+/// targeting it, and `candidate` itself.
 pub fn owner<'a>(
     policies: &'a [Arc<LatencyPolicy>],
     candidate: &'a LatencyPolicy,
 ) -> &'a LatencyPolicy {
     let ns = candidate.namespace();
-    let target = &candidate.spec.target_ref.name;
+    let target = object_of(candidate);
     policies
         .iter()
         .map(Arc::as_ref)
         .filter(|p| {
-            p.meta().deletion_timestamp.is_none()
-                && p.namespace() == ns
-                && &p.spec.target_ref.name == target
+            p.meta().deletion_timestamp.is_none() && p.namespace() == ns && object_of(p) == target
         })
         .chain(std::iter::once(candidate))
         .min_by_key(|p| age(p))
         .unwrap_or(candidate)
 }
 
-/// Whether `candidate` is responsible for the split `split` in its namespace (which it may
-/// no longer target): no other live policy targeting that split is older.
+/// Whether `candidate` is responsible for the target recorded as `split` ([`Target::record`])
+/// in its namespace (which it may no longer target): no other live policy targeting that
+/// object is older.
 pub fn owns_split(policies: &[Arc<LatencyPolicy>], candidate: &LatencyPolicy, split: &str) -> bool {
     let ns = candidate.namespace();
     let mine = age(candidate);
+    let Some(object) = target::object_of(split) else {
+        return true;
+    };
     !policies.iter().any(|p| {
         p.meta().deletion_timestamp.is_none()
             && p.namespace() == ns
-            && p.spec.target_ref.name == split
+            && object_of(p) == object
             && age(p) < mine
     })
 }
@@ -283,17 +333,18 @@ pub fn owns_split(policies: &[Arc<LatencyPolicy>], candidate: &LatencyPolicy, sp
 /// The resourceVersion a weights write was computed from, and the weights written.
 pub type LastWrite = (Option<String>, Vec<(String, u32)>);
 
-/// The policies that target `split` (same namespace, `targetRef.name` = its name): a change of
-/// the split triggers their reconcile.
+/// The policies that target `split`, an object of `kind` (same namespace, same kind and name):
+/// a change of the object triggers their reconcile.
 pub fn policies_for_split(
     policies: &[Arc<LatencyPolicy>],
+    kind: Kind,
     split: &DynamicObject,
 ) -> Vec<ObjectRef<LatencyPolicy>> {
     let ns = split.namespace();
-    let name = split.name_any();
+    let object = (kind, split.name_any());
     policies
         .iter()
-        .filter(|p| p.namespace() == ns && p.spec.target_ref.name == name)
+        .filter(|p| p.namespace() == ns && object_of(p) == object)
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
@@ -317,15 +368,15 @@ struct Entry {
     last_write: Option<LastWrite>,
     /// Consecutive cycles that wanted a write (see [`CONFIRM_CYCLES`]).
     pending: u32,
-    /// The split as last parsed, by resourceVersion.
-    split_cache: Option<(String, Arc<ParsedSplit>)>,
+    /// The target as last parsed, by resourceVersion and target (kind, name, rule).
+    split_cache: Option<(String, Target, Arc<ParsedSplit>)>,
     last_conditions: Vec<(String, String)>,
 }
 
 /// A policy whose weights are computed this tick.
 struct RunWork {
     settings: PolicySettings,
-    split_name: String,
+    target: Target,
     split: Arc<ParsedSplit>,
     group: usize,
     /// Other writers of the split (`None` in DryRun: l3 keeps no record then).
@@ -368,8 +419,8 @@ impl Plan {
 /// A weights write the leader should make.
 #[derive(Debug, Clone)]
 pub struct WeightWrite {
-    /// Name of the TrafficSplit.
-    pub split_name: String,
+    /// The target.
+    pub target: Target,
     /// The split as the weights were computed from.
     pub split: ParsedSplit,
     /// `service → weight` out of 1000.
@@ -379,8 +430,8 @@ pub struct WeightWrite {
 /// Annotations to write on a split to take another writer's change as it is.
 #[derive(Debug, Clone)]
 pub struct AdoptWrite {
-    /// Name of the TrafficSplit.
-    pub split_name: String,
+    /// The target.
+    pub target: Target,
     /// The split as judged (its resourceVersion guards the patch).
     pub split: ParsedSplit,
     /// What to record.
@@ -447,13 +498,10 @@ impl Engine {
             }
             keep
         });
-        // The oldest live policy per split wins it.
-        let mut winners: HashMap<(String, String), (Option<Time>, String)> = HashMap::new();
+        // The oldest live policy per target object wins it.
+        let mut winners: HashMap<(String, ObjectId), (Option<Time>, String)> = HashMap::new();
         for p in &live {
-            let k = (
-                p.namespace().unwrap_or_default(),
-                p.spec.target_ref.name.clone(),
-            );
+            let k = (p.namespace().unwrap_or_default(), object_of(p));
             let a = age(p);
             match winners.get(&k) {
                 Some(w) if *w <= a => {}
@@ -474,7 +522,6 @@ impl Engine {
             }
             entry.generation = generation;
             let ns = key.0.clone();
-            let target = p.spec.target_ref.name.clone();
             let settings = match p.spec.settings() {
                 Ok(s) => s,
                 Err(e) => {
@@ -495,8 +542,9 @@ impl Engine {
             };
             entry.interval = settings.interval_secs;
             entry.next_due = now + settings.interval_secs;
+            let target = settings.target.clone();
             let winner = winners
-                .get(&(ns.clone(), target.clone()))
+                .get(&(ns.clone(), target.object()))
                 .map(|w| w.1.clone())
                 .unwrap_or_default();
             let refuse = |conds: Vec<Cond>| Item {
@@ -506,7 +554,8 @@ impl Engine {
             };
             if winner != key.1 {
                 let msg = format!(
-                    "TrafficSplit {target} is already tuned by the older LatencyPolicy {winner}"
+                    "{} {} is already tuned by the older LatencyPolicy {winner}",
+                    target.kind, target.name
                 );
                 items.push(refuse(vec![
                     Cond::new(CONFLICT, true, "SplitClaimed", msg.clone()),
@@ -520,23 +569,28 @@ impl Engine {
                 "NoConflict",
                 "no other policy targets this split",
             );
-            if let Some(why) = splits.unavailable() {
+            if let Some(why) = splits.unavailable(target.kind) {
+                // The reason TrafficSplits always had; a route kind names itself.
+                let reason = match target.kind {
+                    Kind::TrafficSplit => "TrafficSplitCRDMissing",
+                    _ => "TargetKindUnavailable",
+                };
                 items.push(refuse(vec![
                     no_conflict.clone(),
-                    Cond::new(TARGET_FOUND, false, "TrafficSplitCRDMissing", why),
-                    Cond::new(READY, false, "TrafficSplitCRDMissing", why),
+                    Cond::new(TARGET_FOUND, false, reason, why.clone()),
+                    Cond::new(READY, false, reason, why),
                 ]));
                 continue;
             }
-            let invalid_target = |why: String| {
+            let invalid_target = |reason: &'static str, why: String| {
                 refuse(vec![
                     no_conflict.clone(),
-                    Cond::new(TARGET_FOUND, false, "InvalidTarget", why.clone()),
+                    Cond::new(TARGET_FOUND, false, reason, why.clone()),
                     Cond::new(READY, false, "InvalidTarget", why),
                 ])
             };
-            let Some(obj) = splits.split(&ns, &target) else {
-                let msg = format!("TrafficSplit {ns}/{target} not found");
+            let Some(obj) = splits.split(target.kind, &ns, &target.name) else {
+                let msg = format!("{} {ns}/{} not found", target.kind, target.name);
                 items.push(refuse(vec![
                     no_conflict,
                     Cond::new(TARGET_FOUND, false, "NotFound", msg.clone()),
@@ -549,20 +603,20 @@ impl Engine {
             let cached = entry
                 .split_cache
                 .as_ref()
-                .filter(|(c, _)| rv == Some(c))
-                .map(|(_, s)| s.clone());
+                .filter(|(c, t, _)| rv == Some(c) && *t == target)
+                .map(|(_, _, s)| s.clone());
             let parsed = match cached {
                 Some(s) => Ok(s),
-                None => trafficsplit::parse(&obj).map(Arc::new),
+                None => target.parse(&obj).map(Arc::new),
             };
             entry.split_cache = match (&parsed, rv) {
-                (Ok(s), Some(rv)) => Some((rv.clone(), s.clone())),
+                (Ok(s), Some(rv)) => Some((rv.clone(), target.clone(), s.clone())),
                 _ => None,
             };
             let split = match parsed {
                 Ok(s) if s.failover.is_some() => {
                     let msg = format!(
-                        "TrafficSplit {target} is controlled by linkerd-failover (label \
+                        "{target} is controlled by linkerd-failover (label \
                          {FAILOVER_LABEL}); l3 leaves its weights alone"
                     );
                     items.push(refuse(vec![
@@ -573,11 +627,16 @@ impl Engine {
                 }
                 Ok(s) if !s.backends.is_empty() => s,
                 Ok(_) => {
-                    items.push(invalid_target("spec.backends is empty".into()));
+                    let what = if target.kind.is_route() {
+                        "the rule has no backendRefs"
+                    } else {
+                        "spec.backends is empty"
+                    };
+                    items.push(invalid_target("InvalidTarget", what.into()));
                     continue;
                 }
                 Err(e) => {
-                    items.push(invalid_target(e.to_string()));
+                    items.push(invalid_target(e.reason(), e.to_string()));
                     continue;
                 }
             };
@@ -587,7 +646,7 @@ impl Engine {
                 match judge(&split, p.meta().generation.unwrap_or(0), now) {
                     Ok(j) => Some(j),
                     Err(e) => {
-                        items.push(invalid_target(e.to_string()));
+                        items.push(invalid_target(e.reason(), e.to_string()));
                         continue;
                     }
                 }
@@ -603,16 +662,13 @@ impl Engine {
             });
             request.groups[group]
                 .backends
-                .extend(split.names().map(|s| BackendKey {
-                    namespace: ns.clone(),
-                    service: s.to_owned(),
-                }));
+                .extend(split.backends.iter().map(|b| backend_key(&ns, b)));
             items.push(Item {
                 key,
                 policy: p.clone(),
                 work: Work::Run(Box::new(RunWork {
                     settings,
-                    split_name: target,
+                    target,
                     split,
                     group,
                     judgement,
@@ -793,8 +849,17 @@ struct RunResult {
     backends: Vec<BackendStatus>,
 }
 
+/// The Prometheus key of a backend: its Service, in the target's namespace `ns` unless the
+/// backendRef names another.
+fn backend_key(ns: &str, b: &SplitBackend) -> BackendKey {
+    BackendKey {
+        namespace: b.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+        service: b.name.clone(),
+    }
+}
+
 /// The Event for an adopted foreign change.
-fn adoption_event(split_name: &str, split: &ParsedSplit, a: &Adoption) -> Transition {
+fn adoption_event(split_name: &Target, split: &ParsedSplit, a: &Adoption) -> Transition {
     let current = serde_json::Value::Object(split.current_weights());
     let originals = serde_json::Value::Object(a.originals.clone());
     match a.change {
@@ -802,7 +867,7 @@ fn adoption_event(split_name: &str, split: &ParsedSplit, a: &Adoption) -> Transi
             warning: true,
             reason: "ForeignWeights",
             note: format!(
-                "TrafficSplit {split_name}: another writer set the weights to {current}; l3 \
+                "{split_name}: another writer set the weights to {current}; l3 \
                  took them as the originals ({originals}) and pauses tuning for {FOREIGN_PAUSE_SECS}s"
             ),
         },
@@ -810,7 +875,7 @@ fn adoption_event(split_name: &str, split: &ParsedSplit, a: &Adoption) -> Transi
             warning: false,
             reason: "BackendsChanged",
             note: format!(
-                "TrafficSplit {split_name}: backends changed by another writer (now {current}); \
+                "{split_name}: backends changed by another writer (now {current}); \
                  originals are now {originals}"
             ),
         },
@@ -829,7 +894,7 @@ fn run_one(
 ) -> RunResult {
     let RunWork {
         settings,
-        split_name,
+        target: split_name,
         split,
         group,
         judgement,
@@ -844,10 +909,7 @@ fn run_one(
         TARGET_FOUND,
         true,
         "Found",
-        format!(
-            "TrafficSplit {split_name} has {} backends",
-            split.backends.len()
-        ),
+        format!("{split_name} has {} backends", split.backends.len()),
     );
     let no_conflict = Cond::new(
         CONFLICT,
@@ -906,7 +968,7 @@ fn run_one(
         alone = j.adoption.is_none() && j.state == WriterState::Alone;
         adopt = j.adoption.clone().map(|adoption| AdoptWrite {
             event: adoption_event(&split_name, &split, &adoption),
-            split_name: split_name.clone(),
+            target: split_name.clone(),
             split: (*split).clone(),
             adoption,
         });
@@ -916,10 +978,13 @@ fn run_one(
             let samples: BTreeMap<String, BackendSample> = names
                 .iter()
                 .map(|n| {
-                    let k = BackendKey {
-                        namespace: ns.clone(),
-                        service: n.clone(),
-                    };
+                    let k = split.backends.iter().find(|b| &b.service == n).map_or_else(
+                        || BackendKey {
+                            namespace: ns.clone(),
+                            service: n.clone(),
+                        },
+                        |b| backend_key(ns, b),
+                    );
                     (
                         n.clone(),
                         answers.get(&k).map(|s| s.to_sample()).unwrap_or_default(),
@@ -949,7 +1014,7 @@ fn run_one(
                         .map(|&w| f64::from(w) / f64::from(total))
                         .collect();
                     // The finalizer is on, recorded for this very split: the restore is covered.
-                    let adopted = policy.adopted_target().as_deref() == Some(split_name.as_str());
+                    let adopted = policy.adopted_target() == Some(split_name.record());
                     if settings.dry_run {
                         conds.push(Cond::new(
                             READY,
@@ -978,7 +1043,7 @@ fn run_one(
                         if wanted && (urgent || entry.pending >= CONFIRM_CYCLES) {
                             entry.pending = 0;
                             write = Some(WeightWrite {
-                                split_name,
+                                target: split_name,
                                 split: (*split).clone(),
                                 weights: names
                                     .iter()
@@ -1103,7 +1168,7 @@ mod tests {
             p("b", "three", "web", 0),
         ];
         let split = trafficsplit::object(SplitVersion::V1alpha1, "a", "web", &[]);
-        let refs = policies_for_split(&ps, &split);
+        let refs = policies_for_split(&ps, Kind::TrafficSplit, &split);
         assert_eq!(refs.len(), 1);
         assert_eq!(refs[0].name, "one");
         assert_eq!(refs[0].namespace.as_deref(), Some("a"));
@@ -1272,6 +1337,41 @@ mod tests {
             "a spec change is due now"
         );
         assert_eq!(e.plan(1002.0, &v2, &splits).len(), 0);
+    }
+
+    #[test]
+    fn a_route_kind_not_enabled_or_not_served_is_a_clear_condition() {
+        let mut e = engine();
+        let mut route = LatencyPolicy::clone(&p("a", "one", "web", 0));
+        route.spec.target_ref.kind = crate::operator::crd::TargetKind::HttpRoute;
+        let ps = vec![Arc::new(route)];
+        let disabled = Lookups {
+            stores: Vec::new(),
+            resources: Resources::split(SplitVersion::V1alpha1),
+        };
+        let mut missing = Resources::split(SplitVersion::V1alpha1);
+        missing.kinds.insert(Kind::HttpRoute, None);
+        let not_served = Lookups {
+            stores: Vec::new(),
+            resources: missing,
+        };
+        for (lookup, says) in [
+            (&disabled, "--target-kinds"),
+            (&not_served, "Gateway API standard CRDs"),
+        ] {
+            let plan = e.plan(1000.0, &ps, lookup);
+            let d = e.decide(1000.0, plan, &Snapshot::default());
+            let c = d[0]
+                .status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == TARGET_FOUND)
+                .expect("TargetFound is set");
+            assert_eq!(c.reason, "TargetKindUnavailable");
+            assert!(c.message.contains(says), "{}", c.message);
+            // A fresh engine, so that the policy is due at once for the next lookup.
+            e = engine();
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ const fn need(group: &'static str, resource: &'static str, verb: &'static str) -
     }
 }
 
-/// Permissions in each watched scope.
+/// Permissions in each watched scope with the default target kinds (TrafficSplit only).
 pub const SCOPE_NEEDS: &[Need] = &[
     need("l3.dev", "latencypolicies", "list"),
     need("l3.dev", "latencypolicies", "watch"),
@@ -49,6 +49,22 @@ pub const SCOPE_NEEDS: &[Need] = &[
     need("split.smi-spec.io", "trafficsplits", "patch"),
     need("events.k8s.io", "events", "create"),
 ];
+
+/// Permissions in each watched scope for the enabled target `kinds`: list, watch and patch on
+/// each kind's resource, besides the policies' and the Events'.
+pub fn scope_needs(kinds: &[super::target::Kind]) -> Vec<Need> {
+    let mut needs: Vec<Need> = SCOPE_NEEDS
+        .iter()
+        .filter(|n| n.group != "split.smi-spec.io")
+        .copied()
+        .collect();
+    for k in kinds {
+        for verb in ["list", "watch", "patch"] {
+            needs.push(need(k.group(), k.plural(), verb));
+        }
+    }
+    needs
+}
 
 /// Permissions on the Lease, in its namespace.
 pub const LEASE_NEEDS: &[Need] = &[

@@ -1,14 +1,16 @@
-//! `l3 run`: the operator. Watches LatencyPolicies and keeps their TrafficSplits' weights tuned.
+//! `l3 run`: the operator. Watches LatencyPolicies and keeps their targets' weights tuned
+//! (SMI TrafficSplits, and the backendRefs of one rule of HTTPRoutes and GRPCRoutes).
 //!
-//! Modules: [`crd`] (the LatencyPolicy API), [`trafficsplit`] (SMI TrafficSplit reading and
-//! patch bodies), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
+//! Modules: [`crd`] (the LatencyPolicy API), [`target`] (the target kinds, a policy's
+//! resolved target, discovery), [`trafficsplit`] (SMI TrafficSplit reading and patch bodies,
+//! shared by every kind), [`route`] (Gateway API and Linkerd routes), [`actuator`] (API writes), [`status`] (conditions), [`engine`] (the I/O-free
 //! control cycle), [`controller`] (the cycle's I/O and the lifecycle controller), [`leader`]
 //! (Lease election and the write deadline), [`health`] (what `/readyz` reports), [`metrics`] and
 //! [`server`] (`/metrics`, probes), [`telemetry`] (logs), [`testing`] (a canned source),
 //! [`restore`] (`l3 restore --all`, for uninstalling), [`preflight`] (the start-up checks).
 //!
-//! This module owns the wiring: flags, the discovery of the TrafficSplit version (and running
-//! without it until it appears), one watch per resource and scope, and shutdown.
+//! This module owns the wiring: flags, the discovery of the enabled target kinds (and running
+//! without a missing one until it appears), one watch per resource and scope, and shutdown.
 
 pub mod actuator;
 pub mod controller;
@@ -19,8 +21,10 @@ pub mod leader;
 pub mod metrics;
 pub mod preflight;
 pub mod restore;
+pub mod route;
 pub mod server;
 pub mod status;
+pub mod target;
 pub mod telemetry;
 pub mod testing;
 pub mod trafficsplit;
@@ -43,8 +47,8 @@ use crd::LatencyPolicy;
 use engine::StoreLookup;
 use health::Readiness;
 use leader::{Leadership, LeaseSettings};
+use target::{Kind, Resources};
 use telemetry::LogFormat;
-use trafficsplit::SplitVersion;
 
 /// Errors of the operator.
 #[derive(Debug, thiserror::Error)]
@@ -55,8 +59,8 @@ pub enum Error {
     /// The API server could not be reached at all (connection refused, DNS, TLS, timeout).
     #[error("cannot reach the Kubernetes API server: {0}")]
     Unreachable(#[source] kube::Error),
-    /// The API server answered the discovery of split.smi-spec.io with an error.
-    #[error("discovering the split.smi-spec.io API group: {0}")]
+    /// The API server answered the discovery of a target's API group with an error.
+    #[error("discovering the target kinds' API groups: {0}")]
     Discovery(#[source] kube::Error),
     /// An API call took longer than the timeout.
     #[error("{0} request timed out")]
@@ -70,9 +74,12 @@ pub enum Error {
     /// A write kept hitting 409 Conflict.
     #[error("write refused with 409 Conflict {0} times in a row")]
     Conflicts(usize),
-    /// A TrafficSplit l3 cannot use.
+    /// A target l3 cannot use.
     #[error(transparent)]
     Split(#[from] trafficsplit::SplitError),
+    /// The target's kind is not enabled, or the cluster does not serve it.
+    #[error("{0}")]
+    TargetUnavailable(String),
     /// Registering metrics failed.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -175,6 +182,16 @@ pub struct RunArgs {
     /// DryRun weights); condition, generation and weight-write changes are written at once.
     #[arg(long, env = "L3_STATUS_INTERVAL", default_value = "30s")]
     pub status_interval: String,
+    /// Kinds l3 tunes (repeatable, or comma-separated): `TrafficSplit`, `HTTPRoute`
+    /// (gateway.networking.k8s.io), `GRPCRoute`, `HTTPRoute.policy.linkerd.io`. Only these are
+    /// watched, and RBAC need only grant them.
+    #[arg(
+        long = "target-kinds",
+        env = "L3_TARGET_KINDS",
+        value_delimiter = ',',
+        default_value = "TrafficSplit"
+    )]
+    pub target_kinds: Vec<String>,
 }
 
 /// The leader-election Lease's name unless `--lease-name` says otherwise; the chart's
@@ -292,6 +309,7 @@ fn signal_source(
 /// What every phase of the operator shares.
 struct Shared {
     client: kube::Client,
+    kinds: Vec<Kind>,
     scopes: Vec<Option<String>>,
     source: Arc<dyn SignalSource>,
     metrics: metrics::Metrics,
@@ -302,10 +320,10 @@ struct Shared {
     readiness: Arc<Readiness>,
 }
 
-/// Ask for the TrafficSplit version until the API server answers; `None` when it serves none.
-async fn discover(shared: &Shared) -> Option<SplitVersion> {
+/// Ask which enabled kinds are served (and in which version) until the API server answers.
+async fn discover(shared: &Shared) -> Resources {
     loop {
-        match trafficsplit::discover_version(&shared.client).await {
+        match target::discover(&shared.client, &shared.kinds).await {
             Ok(v) => {
                 shared.readiness.report("discovery", None);
                 return v;
@@ -347,11 +365,11 @@ where
     }
 }
 
-/// The operator for one TrafficSplit version (`None`: the CRD is missing). Returns only when
-/// the missing CRD appears (the caller starts again with it) or a watch ends. One LatencyPolicy
-/// controller and one TrafficSplit watch per scope: the split reflector fills the store the
-/// cycle reads and, through the same stream, triggers the controller.
-async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
+/// The operator for one set of served kinds. Returns only when a missing CRD of an enabled
+/// kind appears (the caller starts again with it) or a watch ends. One LatencyPolicy
+/// controller per scope, and one watch per served kind and scope: each reflector fills the
+/// store the cycle reads and, through the same stream, triggers the controller.
+async fn phase(shared: &Shared, resources: Resources) -> Result<()> {
     let mut controllers = Vec::new();
     let mut policy_stores = Vec::new();
     let mut split_lookups = Vec::new();
@@ -363,16 +381,17 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
         };
         let mut controller = Controller::new(papi, watcher::Config::default().any_semantic());
         let store = controller.store();
-        if let Some(v) = version {
-            let ar = v.api_resource();
+        for (kind, ar) in resources.served() {
+            let ar = ar.clone();
             let sapi: Api<DynamicObject> = match scope {
-                None => Api::all_with(client, &ar),
-                Some(ns) => Api::namespaced_with(client, ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             };
             let writer = reflector::store::Writer::new(ar.clone());
             split_lookups.push(StoreLookup {
                 store: writer.as_reader(),
                 resource: ar.clone(),
+                kind,
             });
             let splits = reflector::reflector(writer, watcher(sapi, watcher::Config::default()))
                 .default_backoff()
@@ -381,7 +400,7 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
             controller = controller.watches_stream_with(
                 splits,
                 move |split: DynamicObject| {
-                    engine::policies_for_split(&mapper_store.state(), &split)
+                    engine::policies_for_split(&mapper_store.state(), kind, &split)
                 },
                 ar,
             );
@@ -389,11 +408,10 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
         policy_stores.push(store);
         controllers.push(controller);
     }
-    let lookup: Box<dyn engine::SplitLookup> = if version.is_some() {
-        Box::new(split_lookups.clone())
-    } else {
-        Box::new(engine::CrdMissing)
-    };
+    let lookup: Box<dyn engine::SplitLookup> = Box::new(engine::Lookups {
+        stores: split_lookups.clone(),
+        resources: resources.clone(),
+    });
     let recorder = Recorder::new(
         shared.client.clone(),
         Reporter {
@@ -401,11 +419,11 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
             instance: Some(shared.holder.clone()),
         },
     );
-    // Without the CRD no split is read or written (the engine refuses every policy and a
-    // restore finds nothing), so the version the actuator is built with does not matter.
-    let actuator = actuator::Actuator::new(
+    // A kind without its CRD is never read or written: the engine refuses its policies and
+    // the actuator refuses to write it, naming the missing CRD.
+    let actuator = actuator::Actuator::for_kinds(
         shared.client.clone(),
-        version.unwrap_or(SplitVersion::V1alpha1),
+        resources.clone(),
         shared.metrics.clone(),
         shared.api_timeout,
     );
@@ -445,7 +463,7 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
         for s in &split_lookups {
             store_ready(&s.store)
                 .await
-                .map_err(|_| Error::WatchEnded("TrafficSplit"))?;
+                .map_err(|_| Error::WatchEnded(s.kind.kind()))?;
         }
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -456,18 +474,23 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
         }
     };
     let rediscover = async {
-        if version.is_some() {
+        let missing = resources.missing();
+        if missing.is_empty() {
             return std::future::pending().await;
         }
         loop {
-            warn!(
-                recheck_secs = RECHECK.as_secs(),
-                "{}; every policy reports TargetFound=False, l3 looks again periodically",
-                trafficsplit::CRD_MISSING
-            );
+            for kind in &missing {
+                warn!(
+                    recheck_secs = RECHECK.as_secs(),
+                    kind = %kind.qualified(),
+                    "{}; policies on it report TargetFound=False, l3 looks again periodically",
+                    kind.missing()
+                );
+            }
             tokio::time::sleep(RECHECK).await;
-            if let Some(v) = discover(shared).await {
-                info!(version = v.as_str(), "the TrafficSplit CRD is now served");
+            let now = discover(shared).await;
+            if now != resources {
+                info!(served = ?now.served().map(|(k, _)| k.qualified()).collect::<Vec<_>>(), "a target CRD is now served");
                 return Ok(());
             }
         }
@@ -483,9 +506,11 @@ async fn phase(shared: &Shared, version: Option<SplitVersion>) -> Result<()> {
 async fn check_forever(
     client: kube::Client,
     scopes: Vec<Option<String>>,
+    kinds: Vec<Kind>,
     lease: Option<(String, String)>,
     readiness: Arc<Readiness>,
 ) {
+    let needs = health::scope_needs(&kinds);
     loop {
         for scope in &scopes {
             let ns = scope.as_deref();
@@ -496,7 +521,7 @@ async fn check_forever(
             );
             readiness.report(
                 &format!("permissions {at}"),
-                health::check_access(&client, ns, None, health::SCOPE_NEEDS).await,
+                health::check_access(&client, ns, None, &needs).await,
             );
         }
         if let Some((ns, name)) = &lease {
@@ -517,6 +542,10 @@ async fn run(args: RunArgs) -> Result<()> {
     );
     let (lease_ttl, api_timeout) = timing_flags(&args)?;
     let status_interval = status_interval_flag(&args.status_interval)?;
+    let kinds = target::parse_kinds(&args.target_kinds).map_err(|message| Error::Flag {
+        flag: "target-kinds",
+        message,
+    })?;
     let registry = prometheus::Registry::new();
     let metrics = metrics::Metrics::new(&registry)?;
     let prometheus_source = signal_source(&args.prometheus, &registry)?;
@@ -567,6 +596,7 @@ async fn run(args: RunArgs) -> Result<()> {
     tokio::spawn(check_forever(
         client.clone(),
         scopes.clone(),
+        kinds.clone(),
         lease.clone(),
         readiness.clone(),
     ));
@@ -597,6 +627,7 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     let shared = Shared {
         client,
+        kinds,
         scopes,
         source,
         metrics,
@@ -608,12 +639,14 @@ async fn run(args: RunArgs) -> Result<()> {
     };
     let work = async {
         loop {
-            let version = discover(&shared).await;
-            match version {
-                Some(v) => info!(version = v.as_str(), "using TrafficSplit version"),
-                None => warn!("{}", trafficsplit::CRD_MISSING),
+            let resources = discover(&shared).await;
+            for (kind, ar) in resources.served() {
+                info!(kind = %kind.qualified(), version = %ar.version, "tuning this target kind");
             }
-            phase(&shared, version).await?;
+            for kind in resources.missing() {
+                warn!(kind = %kind.qualified(), "{}", kind.missing());
+            }
+            phase(&shared, resources).await?;
         }
     };
     info!(metrics = %args.metrics_addr, probes = %args.probe_addr, "l3 operator started");

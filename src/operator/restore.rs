@@ -1,4 +1,5 @@
-//! `l3 restore --all`: put every adopted split's original weights back and release l3's
+//! `l3 restore --all`: put every adopted target's (TrafficSplit's or route's) original weights
+//! back and release l3's
 //! finalizers, without the operator. For uninstalling l3 when policies are left behind: once
 //! the operator is gone, their finalizers would otherwise block every deletion of them and of
 //! their namespaces. Run it after the operator has stopped (a running operator adopts the
@@ -9,7 +10,8 @@ use kube::api::{Api, ListParams};
 
 use super::actuator::{Actuator, RestoreOutcome};
 use super::crd::{FINALIZER, LatencyPolicy};
-use super::{Error, Result, duration_flag, metrics, trafficsplit};
+use super::target::{self, Kind, Target};
+use super::{Error, Result, duration_flag, metrics};
 
 /// Arguments of `l3 restore`.
 #[derive(Debug, Clone, clap::Args)]
@@ -41,13 +43,14 @@ async fn run(args: RestoreArgs) -> Result<()> {
     // The same start-up checks as `l3 run`: a set-up mistake is named, not blamed on discovery.
     let (client, server) = super::preflight::client().await?;
     super::preflight::api_server(&client, &server, std::slice::from_ref(&args.namespace)).await?;
-    let Some(version) = trafficsplit::discover_version(&client).await? else {
-        // No TrafficSplit CRD: no split exists that could be restored.
-        println!("{}: nothing to restore", trafficsplit::CRD_MISSING);
-        return Ok(());
-    };
+    // Every kind: a policy may have adopted any of them. A kind whose CRD is missing has no
+    // object that could be restored.
+    let resources = target::discover(&client, &Kind::ALL).await?;
+    for kind in resources.missing() {
+        println!("{}: nothing of this kind to restore", kind.missing());
+    }
     let metrics = metrics::Metrics::new(&prometheus::Registry::new())?;
-    let actuator = Actuator::new(client.clone(), version, metrics, timeout);
+    let actuator = Actuator::for_kinds(client.clone(), resources, metrics, timeout);
     let api: Api<LatencyPolicy> = match &args.namespace {
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
@@ -62,17 +65,22 @@ async fn run(args: RestoreArgs) -> Result<()> {
         }
         let ns = p.namespace().unwrap_or_default();
         let name = p.name_any();
-        if let Some(split) = p.adopted_target() {
+        if let Some(record) = p.adopted_target() {
+            let Some(split) = Target::from_record(&record) else {
+                eprintln!("{ns}/{name}: adopted target {record:?} cannot be read; skipped");
+                actuator.set_finalizer(&p, None).await?;
+                continue;
+            };
             match actuator.restore(&ns, &split).await? {
                 RestoreOutcome::Restored => {
-                    println!("{ns}/{name}: TrafficSplit {split} restored");
+                    println!("{ns}/{name}: {split} restored");
                 }
                 RestoreOutcome::NotAdopted | RestoreOutcome::Gone => {
-                    println!("{ns}/{name}: TrafficSplit {split} has nothing to restore");
+                    println!("{ns}/{name}: {split} has nothing to restore");
                 }
                 RestoreOutcome::Impossible { why, originals } => {
                     eprintln!(
-                        "{ns}/{name}: TrafficSplit {split} cannot be restored ({why}); \
+                        "{ns}/{name}: {split} cannot be restored ({why}); \
                          original weights: {}",
                         originals.as_deref().unwrap_or("unknown")
                     );

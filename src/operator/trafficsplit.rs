@@ -1,6 +1,8 @@
 //! SMI TrafficSplit (`split.smi-spec.io`) as l3 reads and writes it: v1alpha1 (weights are
 //! Quantities such as `"500m"` or `"1k"`; l3 keeps the form the object uses) and v1alpha2
 //! (integers), accessed as `DynamicObject`s so that every field l3 does not own survives a write.
+//! [`ParsedSplit`] is the shape every target kind is read into (see [`super::target`]); its
+//! patches carry the backend list where its [`Layout`] says the list lives.
 //!
 //! It also owns the records l3 keeps on a split it adopted, as annotations written in the same
 //! patch as the weights: the original weights (what a restore puts back), the weights l3 last
@@ -31,9 +33,47 @@ const MAX_INTEGER_RESCALE: i32 = 3;
 /// Weights by service, each as a JSON value spelled as on the object (`1`, `"1"`, `"500m"`).
 pub type WeightMap = Map<String, Value>;
 
-/// Errors reading a TrafficSplit.
+/// Errors reading a target (a TrafficSplit, or a route's rule).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SplitError {
+    /// A route without `spec.rules`.
+    #[error("spec.rules is missing or not a list")]
+    NoRules,
+    /// The rule to tune cannot be chosen.
+    #[error("{message}")]
+    Rule {
+        /// The condition reason (`AmbiguousRule`, `RuleNotFound`, `NoWeightedRule`).
+        reason: &'static str,
+        /// The choices there are.
+        message: String,
+    },
+    /// A route's backendRef is malformed.
+    #[error("spec.rules[{rule}].backendRefs[{index}].{field}: {message}")]
+    BackendRef {
+        /// Rule index.
+        rule: usize,
+        /// Position in the backendRefs.
+        index: usize,
+        /// `name` or `weight`.
+        field: &'static str,
+        /// What was expected.
+        message: String,
+    },
+    /// A route's backendRef is not a Service: l3 reads signals per Service.
+    #[error(
+        "spec.rules[{rule}].backendRefs[{index}]: kind {kind} (group {group}) is not a Service; \
+         l3 tunes the weights of Service backends only"
+    )]
+    NotAService {
+        /// Rule index.
+        rule: usize,
+        /// Position in the backendRefs.
+        index: usize,
+        /// The backendRef's kind.
+        kind: String,
+        /// The backendRef's group (`core` for the empty group).
+        group: String,
+    },
     /// The split has no `spec.backends` list.
     #[error("spec.backends is missing or not a list")]
     NoBackends,
@@ -63,6 +103,17 @@ pub enum SplitError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl SplitError {
+    /// The reason of the `TargetFound=False` condition this error gives.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Rule { reason, .. } => reason,
+            Self::NotAService { .. } => "UnsupportedBackend",
+            _ => "InvalidTarget",
+        }
+    }
 }
 
 /// TrafficSplit versions l3 can write.
@@ -161,26 +212,64 @@ impl WeightForm {
     }
 }
 
-/// One backend of a split.
+/// One backend of a target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitBackend {
-    /// Service name.
+    /// The backend's identity in l3's records and status: the Service name, or
+    /// `namespace/name` for a route's backendRef to a Service in another namespace.
     pub service: String,
-    /// Weight, in units (`"500m"` is 0.5).
+    /// The Service's namespace when it is not the target's (a route's backendRef `namespace`).
+    pub namespace: Option<String>,
+    /// The Service name, as Prometheus labels it.
+    pub name: String,
+    /// Weight, in units (`"500m"` is 0.5; an absent weight is the kind's default).
     pub weight: f64,
 }
 
-/// The parts of a TrafficSplit l3 reads.
+impl SplitBackend {
+    /// A backend in the target's own namespace.
+    pub fn local(service: &str, weight: f64) -> Self {
+        Self {
+            service: service.to_owned(),
+            namespace: None,
+            name: service.to_owned(),
+            weight,
+        }
+    }
+}
+
+/// Where a target keeps its backend list, and so how a patch carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layout {
+    /// A TrafficSplit: `spec.backends`, entries named by `service`.
+    Split,
+    /// A route: `spec.rules[rule].backendRefs`. `rules` is the whole list as read: a merge patch
+    /// replaces lists whole, so every other rule is sent back exactly as it was.
+    Route {
+        /// `spec.rules` as read.
+        rules: Vec<Value>,
+        /// Index of the tuned rule.
+        rule: usize,
+    },
+}
+
+/// The parts of a target l3 reads (a TrafficSplit, or one rule of a route): the same for
+/// every kind, so that the engine, the actuator and the restore logic are shared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedSplit {
-    /// `spec.service`, the apex service.
+    /// `spec.service`, the apex service (empty for a route).
     pub service: String,
     /// Backends in list order.
     pub backends: Vec<SplitBackend>,
     /// Form of the weights.
     pub form: WeightForm,
-    /// The raw backend entries, to keep every field l3 does not own.
+    /// The raw backend entries, to keep every field l3 does not own (one per backend, in
+    /// the same order).
     pub raw_backends: Vec<Value>,
+    /// Where the backend list lives.
+    pub layout: Layout,
+    /// The weight an entry without one has: 0 on a TrafficSplit, 1 on a route.
+    pub absent_weight: f64,
     /// `metadata.resourceVersion`, for optimistic concurrency.
     pub resource_version: Option<String>,
     /// The original-weights annotation, if l3 adopted the split.
@@ -264,10 +353,7 @@ pub fn parse(obj: &DynamicObject) -> Result<ParsedSplit, SplitError> {
         if backends.iter().any(|x: &SplitBackend| x.service == service) {
             return Err(SplitError::Duplicate(service.to_owned()));
         }
-        backends.push(SplitBackend {
-            service: service.to_owned(),
-            weight,
-        });
+        backends.push(SplitBackend::local(service, weight));
     }
     Ok(ParsedSplit {
         service: spec
@@ -278,6 +364,8 @@ pub fn parse(obj: &DynamicObject) -> Result<ParsedSplit, SplitError> {
         backends,
         form,
         raw_backends: raw.clone(),
+        layout: Layout::Split,
+        absent_weight: 0.0,
         resource_version: obj.metadata.resource_version.clone(),
         original: annotation(obj, ORIGINAL_WEIGHTS_ANNOTATION),
         applied: annotation(obj, APPLIED_WEIGHTS_ANNOTATION),
@@ -291,7 +379,8 @@ pub fn parse(obj: &DynamicObject) -> Result<ParsedSplit, SplitError> {
     })
 }
 
-fn annotation(obj: &DynamicObject, key: &str) -> Option<String> {
+/// An annotation of the object, if set.
+pub fn annotation(obj: &DynamicObject, key: &str) -> Option<String> {
     obj.metadata
         .annotations
         .as_ref()
@@ -314,8 +403,12 @@ fn weight_map(annotation: &'static str, text: &str) -> Result<WeightMap, SplitEr
     Ok(map)
 }
 
-/// A weight of a [`WeightMap`] in units; a missing weight (`null`) is 0, as on a split.
-fn units(v: &Value) -> f64 {
+/// A weight of a [`WeightMap`] in units; a missing weight (`null`) is `absent` (0 on a split,
+/// 1 on a route).
+fn units(v: &Value, absent: f64) -> f64 {
+    if v.is_null() {
+        return absent;
+    }
     parse_weight(v).map_or(0.0, |(w, _)| w)
 }
 
@@ -357,7 +450,9 @@ pub fn rebase_originals(
     reference: &WeightMap,
     current: &WeightMap,
     integers_only: bool,
+    absent: f64,
 ) -> WeightMap {
+    let units = |v: &Value| units(v, absent);
     let untouched = |s: &String, w: &Value| {
         originals.contains_key(s)
             && reference
@@ -427,16 +522,16 @@ impl ParsedSplit {
     /// The split's weights now: `{service: weight}` with each weight exactly as the object
     /// spells it.
     pub fn current_weights(&self) -> WeightMap {
-        let mut m = Map::new();
-        for b in &self.raw_backends {
-            if let Some(s) = b.get("service").and_then(Value::as_str) {
-                m.insert(
-                    s.to_owned(),
-                    b.get("weight").cloned().unwrap_or(Value::Null),
-                );
-            }
-        }
-        m
+        self.backends
+            .iter()
+            .zip(&self.raw_backends)
+            .map(|(b, raw)| {
+                (
+                    b.service.clone(),
+                    raw.get("weight").cloned().unwrap_or(Value::Null),
+                )
+            })
+            .collect()
     }
 
     /// The original-weights annotation value for this split as it is now.
@@ -483,9 +578,9 @@ impl ParsedSplit {
         };
         let current = self.current_weights();
         let weights_differ = current.iter().any(|(s, w)| {
-            applied
-                .get(s)
-                .is_some_and(|a| (units(a) - units(w)).abs() > 1e-9)
+            applied.get(s).is_some_and(|a| {
+                (units(a, self.absent_weight) - units(w, self.absent_weight)).abs() > 1e-9
+            })
         });
         let same_backends =
             current.len() == applied.len() && current.keys().all(|s| applied.contains_key(s));
@@ -501,17 +596,32 @@ impl ParsedSplit {
     /// The split's backends as they are, each passed with its service name to `edit`: patches
     /// send the whole list (merge patches replace lists), so every other field must survive.
     fn backends_with(&self, mut edit: impl FnMut(&str, &mut Map<String, Value>)) -> Vec<Value> {
-        self.raw_backends
+        self.backends
             .iter()
-            .map(|b| {
+            .zip(&self.raw_backends)
+            .map(|(backend, b)| {
                 let mut b = b.clone();
-                let svc = b.get("service").and_then(Value::as_str).map(str::to_owned);
-                if let (Some(svc), Some(obj)) = (svc, b.as_object_mut()) {
-                    edit(&svc, obj);
+                if let Some(obj) = b.as_object_mut() {
+                    edit(&backend.service, obj);
                 }
                 b
             })
             .collect()
+    }
+
+    /// The `spec` of a patch that sets the backend list to `backends`, where the layout says it
+    /// lives: a route's other rules go back exactly as they were read.
+    fn spec_with(&self, backends: Vec<Value>) -> Value {
+        match &self.layout {
+            Layout::Split => json!({ "backends": backends }),
+            Layout::Route { rules, rule } => {
+                let mut rules = rules.clone();
+                if let Some(r) = rules.get_mut(*rule).and_then(Value::as_object_mut) {
+                    r.insert("backendRefs".into(), Value::Array(backends));
+                }
+                json!({ "rules": rules })
+            }
+        }
     }
 
     /// Patch metadata carrying the resourceVersion, so the API server refuses the patch (409)
@@ -553,7 +663,7 @@ impl ParsedSplit {
         }
         let mut metadata = self.guarded_metadata();
         metadata.insert("annotations".into(), Value::Object(annotations));
-        json!({ "metadata": metadata, "spec": { "backends": backends } })
+        json!({ "metadata": metadata, "spec": self.spec_with(backends) })
     }
 
     /// JSON merge patch that takes the split's current weights, set by another writer, as
@@ -587,7 +697,13 @@ impl ParsedSplit {
             originals
         } else {
             let reference = self.applied_weights()?.unwrap_or_else(|| current.clone());
-            rebase_originals(&originals, &reference, &current, integers_only)
+            rebase_originals(
+                &originals,
+                &reference,
+                &current,
+                integers_only,
+                self.absent_weight,
+            )
         };
         let backends = self.backends_with(|svc, obj| match map.get(svc) {
             Some(Value::Null) => {
@@ -608,7 +724,7 @@ impl ParsedSplit {
             }),
         );
         Ok(Some(
-            json!({ "metadata": metadata, "spec": { "backends": backends } }),
+            json!({ "metadata": metadata, "spec": self.spec_with(backends) }),
         ))
     }
 }
@@ -765,7 +881,7 @@ mod tests {
         let originals = map(json!({"a": "1", "b": "1"}));
         let applied = map(json!({"a": "600", "b": "400"}));
         let current = map(json!({"a": "600", "b": "400", "c": "300"}));
-        let new = rebase_originals(&originals, &applied, &current, false);
+        let new = rebase_originals(&originals, &applied, &current, false, 0.0);
         assert_eq!(new, map(json!({"a": "1", "b": "1", "c": "600m"})));
         // c's share is the one its writer chose next to a and b: 300 / 1300.
         let share: f64 = 0.6 / 2.6;
@@ -776,6 +892,7 @@ mod tests {
             &map(json!({"a": 600, "b": 400})),
             &map(json!({"a": 600, "b": 400, "c": 300})),
             true,
+            0.0,
         );
         assert_eq!(ints, map(json!({"a": 10, "b": 10, "c": 6})));
         // Someone drains b (a untouched): b's original becomes 0, a keeps its own.
@@ -784,13 +901,14 @@ mod tests {
             &applied,
             &map(json!({"a": "600", "b": "0"})),
             false,
+            0.0,
         );
         assert_eq!(drained, map(json!({"a": "1", "b": "0"})));
         // Every weight rewritten (a GitOps revert): the new weights are the originals as they
         // are spelled.
         let reverted = map(json!({"a": "1", "b": "3"}));
         assert_eq!(
-            rebase_originals(&originals, &applied, &reverted, false),
+            rebase_originals(&originals, &applied, &reverted, false, 0.0),
             reverted
         );
     }

@@ -71,6 +71,47 @@ pub fn binaries() -> PathBuf {
     dir
 }
 
+/// Where `make testenv` copied the pinned Gateway API CRDs (`scripts/testenv.sh
+/// --print-gateway-crds`); fails naming `make testenv` when they are not there.
+pub fn gateway_crds() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/testenv.sh"))
+        .arg("--print-gateway-crds")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/testenv.sh: {e}; {TESTENV_HINT}"));
+    assert!(
+        out.status.success(),
+        "scripts/testenv.sh --print-gateway-crds failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        dir.join("gateway.networking.k8s.io_httproutes.yaml")
+            .is_file(),
+        "the Gateway API CRDs are missing from {}: run `make testenv` (it copies them from the \
+         Go module sigs.k8s.io/gateway-api pinned in testenv/gateway-api/go.mod)",
+        dir.display()
+    );
+    dir
+}
+
+/// Install the route CRDs: the Gateway API's standard HTTPRoute and GRPCRoute (from the pinned
+/// module) and Linkerd's policy.linkerd.io HTTPRoute (tests/fixtures/).
+pub async fn install_route_crds(client: &kube::Client) {
+    let gw = gateway_crds();
+    for f in [
+        "gateway.networking.k8s.io_httproutes.yaml",
+        "gateway.networking.k8s.io_grpcroutes.yaml",
+    ] {
+        install_crd(client, &gw.join(f)).await;
+    }
+    install_crd(
+        client,
+        &repo().join("tests/fixtures/linkerd-httproute-crd.yaml"),
+    )
+    .await;
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

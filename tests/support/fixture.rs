@@ -1,6 +1,7 @@
 //! One cluster test's world: its namespace on the shared control plane, a Linkerd-format
-//! exporter scraped by a real Prometheus, a TrafficSplit whose weights steer the exporter's
-//! request mix, l3 installed by helm, and helpers to read the real objects and the audit log.
+//! exporter scraped by a real Prometheus, a TrafficSplit (or a route's rule) whose weights steer
+//! the exporter's request mix, l3 installed by helm, and helpers to read the real objects and
+//! the audit log.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::cluster::{self, AuditEvent, ControlPlane};
 use super::exporter::Exporter;
-use super::mesh::{self, Mesh};
+use super::mesh::{self, Mesh, RouteRef};
 use super::prometheus::{self, Prometheus};
 use super::release::{Install, Release, Replica};
 
@@ -70,6 +71,11 @@ pub struct Setup<'a> {
     /// Lease duration and write timeout (`--api-timeout`, under a third of it), if not
     /// [`LEASE`] and [`API_TIMEOUT`].
     pub lease: Option<(f64, &'static str)>,
+    /// A route to create (the whole object as JSON) whose rule steers the request mix instead
+    /// of the split's weights; the route CRDs are installed first. The split is still created.
+    pub route: Option<(RouteRef, Value)>,
+    /// Extra helm arguments, e.g. `--set=targets.httpRoute=true`.
+    pub helm_args: Vec<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -80,6 +86,8 @@ impl<'a> Setup<'a> {
             backends,
             apps_namespace: None,
             lease: None,
+            route: None,
+            helm_args: Vec::new(),
         }
     }
 }
@@ -104,6 +112,8 @@ pub struct Fixture {
     pub since: f64,
     /// The `--api-timeout` argument replicas get.
     pub api_timeout: &'static str,
+    /// The route the mesh follows, if any.
+    pub route: Option<RouteRef>,
     _mesh: Mesh,
 }
 
@@ -126,6 +136,10 @@ impl Fixture {
             ),
             "--set=logLevel=info".to_owned(),
         ];
+        helm_args.extend(setup.helm_args.iter().cloned());
+        if setup.route.is_some() {
+            cluster::install_route_crds(&admin).await;
+        }
         let ns = match setup.apps_namespace {
             None => {
                 helm_args.push(format!("--set=watchNamespaces[0]={}", setup.namespace));
@@ -158,8 +172,16 @@ impl Fixture {
             .iter()
             .map(|b| (b.service.to_owned(), mesh::steady(b.ms)))
             .collect();
-        let mesh = Mesh::follow(&admin, &exporter, &ns, SPLIT, TOTAL_RPS, profiles);
+        let route = setup.route.as_ref().map(|(r, _)| r.clone());
+        let mesh = match &setup.route {
+            None => Mesh::follow(&admin, &exporter, &ns, SPLIT, TOTAL_RPS, profiles),
+            Some((r, object)) => {
+                create_object(&admin, &ns, &r.resource, object.clone()).await;
+                Mesh::follow_route(&admin, &exporter, &ns, r, TOTAL_RPS, profiles)
+            }
+        };
         Fixture {
+            route,
             api_timeout: setup.lease.map_or(API_TIMEOUT[0], |l| l.1),
             cp,
             admin,
@@ -190,6 +212,41 @@ impl Fixture {
         let mut args = vec![self.api_timeout];
         args.extend_from_slice(extra);
         self.release.start(self.cp, pod, &args).await
+    }
+
+    /// The API of `resource` in the test namespace.
+    pub fn api(&self, resource: &kube::api::ApiResource) -> Api<DynamicObject> {
+        Api::namespaced_with(self.admin.clone(), &self.ns, resource)
+    }
+
+    /// The fixture's route as stored.
+    pub async fn route_obj(&self) -> DynamicObject {
+        let r = self.route.as_ref().expect("the fixture has a route");
+        self.api(&r.resource)
+            .get(&r.name)
+            .await
+            .unwrap_or_else(|e| panic!("get route {}: {e}", r.name))
+    }
+
+    /// One backend's share in the fixture's route rule now.
+    pub async fn route_share(&self, service: &str) -> f64 {
+        let r = self.route.as_ref().expect("the fixture has a route");
+        mesh::route_shares(&self.route_obj().await, r.rule)
+            .into_iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, w)| w)
+            .unwrap_or_else(|| panic!("no backendRef {service}"))
+    }
+
+    /// l3's successful writes to objects `name` of `resource` (plural) since `from`.
+    pub fn writes_of(&self, resource: &str, name: &str, from: f64) -> Vec<AuditEvent> {
+        let mut w: Vec<AuditEvent> = self
+            .l3_audit()
+            .into_iter()
+            .filter(|e| e.at >= from && e.is_write() && e.resource == resource && e.name == name)
+            .collect();
+        w.sort_by(|a, b| a.at.total_cmp(&b.at));
+        w
     }
 
     /// The policies API of the test namespace.
@@ -451,15 +508,7 @@ impl Fixture {
 
     /// l3's successful writes to split `name` since `from`, in time order.
     pub fn writes_to(&self, name: &str, from: f64) -> Vec<AuditEvent> {
-        let mut w: Vec<AuditEvent> = self
-            .l3_audit()
-            .into_iter()
-            .filter(|e| {
-                e.at >= from && e.is_write() && e.resource == "trafficsplits" && e.name == name
-            })
-            .collect();
-        w.sort_by(|a, b| a.at.total_cmp(&b.at));
-        w
+        self.writes_of("trafficsplits", name, from)
     }
 
     /// The current holder of the chart's Lease.
@@ -485,6 +534,20 @@ impl Fixture {
         })
         .await
     }
+}
+
+/// Create `object` (a whole object as JSON) of `resource` in `ns` as the admin.
+pub async fn create_object(
+    client: &kube::Client,
+    ns: &str,
+    resource: &kube::api::ApiResource,
+    object: Value,
+) -> DynamicObject {
+    let obj: DynamicObject = serde_json::from_value(object).expect("object JSON");
+    Api::namespaced_with(client.clone(), ns, resource)
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| panic!("create {} {}: {e}", resource.kind, obj.name_any()))
 }
 
 /// Seconds since `t`.

@@ -76,6 +76,37 @@ pub fn shares(obj: &DynamicObject) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// The backendRefs' weights of rule `rule` of a route as stored (`name → JSON weight`, `null`
+/// when absent), in list order.
+pub fn route_weights(obj: &DynamicObject, rule: usize) -> Vec<(String, Value)> {
+    obj.data["spec"]["rules"][rule]["backendRefs"]
+        .as_array()
+        .map(|bs| {
+            bs.iter()
+                .map(|b| {
+                    (
+                        b["name"].as_str().unwrap_or("").to_owned(),
+                        b.get("weight").cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Shares of the backendRefs of rule `rule` of a route, as a data plane splits by them: an
+/// absent weight counts as the Gateway API default, 1.
+pub fn route_shares(obj: &DynamicObject, rule: usize) -> Vec<(String, f64)> {
+    let ws: Vec<(String, f64)> = route_weights(obj, rule)
+        .into_iter()
+        .map(|(s, w)| (s, if w.is_null() { 1.0 } else { quantity(&w) }))
+        .collect();
+    let total: f64 = ws.iter().map(|(_, w)| w).sum();
+    ws.into_iter()
+        .map(|(s, w)| (s, if total > 0.0 { w / total } else { 0.0 }))
+        .collect()
+}
+
 /// A weight as a number, read with l3's own Quantity parser (`"500m"`, `"1k"`, `"1e3"`, ...),
 /// as linkerd-smi reads any valid Quantity; an invalid weight counts as 0.
 fn quantity(v: &Value) -> f64 {
@@ -99,16 +130,41 @@ impl Mesh {
         total_rps: f64,
         profiles: Vec<(String, Profile)>,
     ) -> Mesh {
-        let n = profiles.len().max(1) as f64;
-        for (svc, mut p) in profiles {
-            p.rps = total_rps / n;
-            // A few requests already counted, so every backend has series from the start.
-            exporter.add(ns, &svc, 2, p, 100.0);
-        }
-        let api = splits(client, ns);
+        add_profiles(exporter, ns, total_rps, profiles);
+        Self::watch(splits(client, ns), exporter, ns, split, total_rps, shares)
+    }
+
+    /// Like [`Mesh::follow`], for one rule of a route: the data plane of a route splits by its
+    /// backendRefs' weights.
+    pub fn follow_route(
+        client: &kube::Client,
+        exporter: &Exporter,
+        ns: &str,
+        route: &RouteRef,
+        total_rps: f64,
+        profiles: Vec<(String, Profile)>,
+    ) -> Mesh {
+        add_profiles(exporter, ns, total_rps, profiles);
+        let api = Api::namespaced_with(client.clone(), ns, &route.resource);
+        let rule = route.rule;
+        Self::watch(api, exporter, ns, &route.name, total_rps, move |obj| {
+            route_shares(obj, rule)
+        })
+    }
+
+    /// Every version of object `name` sets each backend's RPS to `total_rps` times the share
+    /// `shares` reads from it.
+    fn watch(
+        api: Api<DynamicObject>,
+        exporter: &Exporter,
+        ns: &str,
+        name: &str,
+        total_rps: f64,
+        shares: impl Fn(&DynamicObject) -> Vec<(String, f64)> + Send + 'static,
+    ) -> Mesh {
         let exporter = exporter.clone();
         let ns = ns.to_owned();
-        let config = watcher::Config::default().fields(&format!("metadata.name={split}"));
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let task = tokio::spawn(async move {
             let mut stream = watcher(api, config)
                 .default_backoff()
@@ -123,6 +179,28 @@ impl Mesh {
         });
         Mesh { task }
     }
+}
+
+/// Add the backends to the exporter, `total_rps` spread evenly until the target's weights say
+/// otherwise.
+fn add_profiles(exporter: &Exporter, ns: &str, total_rps: f64, profiles: Vec<(String, Profile)>) {
+    let n = profiles.len().max(1) as f64;
+    for (svc, mut p) in profiles {
+        p.rps = total_rps / n;
+        // A few requests already counted, so every backend has series from the start.
+        exporter.add(ns, &svc, 2, p, 100.0);
+    }
+}
+
+/// One rule of a route, as the mesh follows it.
+#[derive(Clone)]
+pub struct RouteRef {
+    /// The route's resource (kind, group, version).
+    pub resource: ApiResource,
+    /// The route's name.
+    pub name: String,
+    /// Index of the rule whose backendRefs split the traffic.
+    pub rule: usize,
 }
 
 impl Drop for Mesh {

@@ -61,3 +61,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "l3.metricSelector" -}}
 {{- default (printf "job=%q" (include "l3.metricsServiceName" .)) .Values.prometheusRule.metricSelector }}
 {{- end }}
+
+{{/* The enabled target kinds as `--target-kinds` spells them, comma-separated. */}}
+{{- define "l3.targetKinds" -}}
+{{- $kinds := list }}
+{{- if .Values.targets.trafficSplit }}{{ $kinds = append $kinds "TrafficSplit" }}{{ end }}
+{{- if .Values.targets.httpRoute }}{{ $kinds = append $kinds "HTTPRoute" }}{{ end }}
+{{- if .Values.targets.grpcRoute }}{{ $kinds = append $kinds "GRPCRoute" }}{{ end }}
+{{- if .Values.targets.linkerdHTTPRoute }}{{ $kinds = append $kinds "HTTPRoute.policy.linkerd.io" }}{{ end }}
+{{- if not $kinds }}{{ fail "targets: enable at least one kind (trafficSplit, httpRoute, grpcRoute, linkerdHTTPRoute)" }}{{ end }}
+{{- join "," $kinds }}
+{{- end }}
