@@ -7,6 +7,16 @@
 //! decoded by [`super::decode`]. Every failure is per query: it marks that signal of that
 //! chunk's backends [`Outcome::QueryFailed`], is listed in [`Snapshot::errors`] with a bounded
 //! reason and counted in the telemetry; the other queries are unaffected.
+//!
+//! Transport is `prometheus-http-query`'s [`Client`] over a `reqwest` client that l3 builds
+//! (timeouts, extra CA certificates). What the crate lacks, and how it is wrapped here:
+//! - `InstantQueryBuilder::at` takes whole seconds; one cycle's shared evaluation time is sent
+//!   with millisecond precision through the builder's generic `query("time", ..)` parameter.
+//! - Credentials: the crate has no auth settings; bearer and basic credentials are read from
+//!   their files each cycle (rotation) and sent as an `Authorization` header per request.
+//! - Its decoding (`post()`) requires a JSON content type and drops the `warnings` and the
+//!   HTTP status, so l3 sends with `post_raw()` and decodes the body in [`super::decode`]
+//!   (serde into the crate's types; see there why the envelope is l3's).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,7 +24,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use base64::Engine as _;
+use prometheus_http_query::Client;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::{Instrument as _, debug, warn};
 
 use super::canned::slot;
@@ -69,9 +81,6 @@ pub struct PrometheusArgs {
     #[arg(long, env = "L3_PROMETHEUS_TIMEOUT", default_value = "2s")]
     pub prometheus_timeout: String,
 }
-
-/// Path of the instant-query endpoint under the base URL.
-const QUERY_PATH: &str = "/api/v1/query";
 
 /// Seconds since the Unix epoch, rounded to milliseconds (the precision sent as `time`).
 pub fn now_secs() -> f64 {
@@ -227,7 +236,7 @@ impl SecretFile {
 }
 
 /// The credentials of one cycle.
-enum Auth {
+pub(crate) enum Auth {
     None,
     Bearer(String),
     Basic(String, String),
@@ -237,16 +246,25 @@ enum Auth {
 /// `/api/v1/query`), all queries of a cycle at the same evaluation `time`, at most
 /// [`SourceConfig::max_concurrent_queries`] in flight, each bounded by the timeout (also sent
 /// to the server as its `timeout` parameter so that it stops working when we stop waiting).
-#[derive(Debug)]
 pub struct PrometheusSource {
-    client: reqwest::Client,
-    query_url: String,
+    client: Client,
     bearer: Option<SecretFile>,
     basic: Option<(String, SecretFile)>,
     headers: HeaderMap,
     timeout: Duration,
     config: SourceConfig,
     telemetry: Telemetry,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    // The crate's `Client` is not `Debug`; its base URL is what identifies it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.client.base_url().as_str())
+            .field("timeout", &self.timeout)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PrometheusSource {
@@ -314,10 +332,15 @@ impl PrometheusSource {
             field: "prometheus_ca_file",
             message: format!("cannot build the HTTP client: {e}"),
         })?;
-        let query_url = format!("{}{QUERY_PATH}", config.url.trim_end_matches('/'));
+        // The crate joins `api/v1/query` to the base path with a `/` of its own.
+        let client = Client::from(client, config.url.trim_end_matches('/')).map_err(|e| {
+            Error::Config {
+                field: "prometheus_url",
+                message: format!("expected an http(s) URL, got `{}`: {e}", config.url),
+            }
+        })?;
         Ok(Self {
             client,
-            query_url,
             bearer: config
                 .bearer_token_file
                 .map(|p| SecretFile::new("bearer token", p)),
@@ -341,7 +364,7 @@ impl PrometheusSource {
         &self.config
     }
 
-    fn auth(&self) -> Result<Auth> {
+    pub(crate) fn auth(&self) -> Result<Auth> {
         if let Some(f) = &self.bearer {
             return Ok(Auth::Bearer(f.read()?));
         }
@@ -351,39 +374,98 @@ impl PrometheusSource {
         Ok(Auth::None)
     }
 
+    /// The per-request headers: the extra ones, then the credentials.
+    fn request_headers(&self, auth: &Auth) -> Result<HeaderMap> {
+        let mut headers = self.headers.clone();
+        let value = match auth {
+            Auth::None => return Ok(headers),
+            Auth::Bearer(t) => format!("Bearer {t}"),
+            Auth::Basic(u, p) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| Error::CredentialFile {
+            what: "credential",
+            path: PathBuf::new(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the credential holds characters not allowed in an HTTP header",
+            ),
+        })?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        Ok(headers)
+    }
+
+    /// Send one instant query (POST form) evaluated at `time`; the raw answer.
+    async fn post_instant(&self, promql: &str, time: f64, auth: &Auth) -> Result<(u16, Vec<u8>)> {
+        let mut builder = self
+            .client
+            .query(promql)
+            .query("time", format!("{time:.3}"))
+            .timeout(i64::try_from(self.timeout.as_millis().max(1)).unwrap_or(i64::MAX));
+        for (name, value) in &self.request_headers(auth)? {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        self.read(builder.post_raw().await).await
+    }
+
+    /// Send one range query (POST form) over `[start, end]` at `step` seconds; the raw answer.
+    pub(crate) async fn post_range(
+        &self,
+        promql: &str,
+        start: i64,
+        end: i64,
+        step: f64,
+        auth: &Auth,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut builder = self
+            .client
+            .query_range(promql, start, end, step)
+            .timeout(i64::try_from(self.timeout.as_millis().max(1)).unwrap_or(i64::MAX));
+        for (name, value) in &self.request_headers(auth)? {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        self.read(builder.post_raw().await).await
+    }
+
+    async fn read(
+        &self,
+        sent: std::result::Result<reqwest::Response, prometheus_http_query::Error>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let resp = sent.map_err(|e| self.client_error(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Ok((status, bytes.to_vec()))
+    }
+
     async fn run(&self, q: &PlannedQuery, time: f64, auth: &Auth) -> Result<Vec<Series>> {
         let started = Instant::now();
-        let mut body = String::new();
-        form_pair(&mut body, "query", &q.promql);
-        body.push('&');
-        form_pair(&mut body, "time", &format!("{time:.3}"));
-        body.push('&');
-        form_pair(
-            &mut body,
-            "timeout",
-            &format!("{}ms", self.timeout.as_millis().max(1)),
-        );
-        let mut req = self
-            .client
-            .post(&self.query_url)
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
-        req = match auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
-        };
         let result = async {
-            let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-            decode_answer(status, &bytes, self.config.accept_warnings)
+            let (status, body) = self.post_instant(&q.promql, time, auth).await?;
+            decode_answer(status, &body, self.config.accept_warnings)
         }
         .await;
         self.telemetry
             .observe(q.signal, started.elapsed().as_secs_f64());
         result
+    }
+
+    fn client_error(&self, e: &prometheus_http_query::Error) -> Error {
+        match e {
+            prometheus_http_query::Error::Client(c) => match c.inner() {
+                Some(inner) => self.transport_error(inner),
+                None => Error::Http {
+                    status: 0,
+                    message: c.to_string(),
+                },
+            },
+            other => Error::Http {
+                status: 0,
+                message: other.to_string(),
+            },
+        }
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Error {
@@ -512,23 +594,6 @@ fn query_error(group: usize, signal: SignalKind, e: &Error, suffix: &str) -> Que
     }
 }
 
-/// Append `key=value`, form-urlencoded (RFC 3986 unreserved characters kept, the rest
-/// percent-encoded; Prometheus decodes `%20` as a space).
-fn form_pair(out: &mut String, key: &str, value: &str) {
-    for (i, part) in [key, value].into_iter().enumerate() {
-        if i == 1 {
-            out.push('=');
-        }
-        for b in part.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "%{b:02X}");
-            }
-        }
-    }
-}
-
 impl SignalSource for PrometheusSource {
     fn fetch<'a>(&'a self, request: &'a SignalRequest) -> FetchFuture<'a> {
         let backends: usize = request.groups.iter().map(|g| g.backends.len()).sum();
@@ -559,16 +624,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn form_encoding_escapes_everything_but_unreserved() {
-        let mut s = String::new();
-        form_pair(&mut s, "query", "sum by (a) (x{b=~\"c|d\"}) + 1&z");
-        assert_eq!(
-            s,
-            "query=sum%20by%20%28a%29%20%28x%7Bb%3D~%22c%7Cd%22%7D%29%20%2B%201%26z"
-        );
-    }
-
     fn args(extra: &[&str]) -> PrometheusArgs {
         #[derive(clap::Parser)]
         struct Cli {
@@ -597,7 +652,7 @@ mod tests {
         assert_eq!(c.headers, vec![("X-Scope-OrgID".into(), "tenant-1".into())]);
         assert_eq!(c.timeout, Duration::from_millis(750));
         let s = PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
-        assert_eq!(s.query_url, "http://127.0.0.1:9/prom/api/v1/query");
+        assert_eq!(s.client.base_url().as_str(), "http://127.0.0.1:9/prom");
 
         let e = PrometheusConfig::from_args(
             &args(&["--prometheus-header", "no-colon"]),
