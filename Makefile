@@ -52,6 +52,21 @@ tools: ## Install test tools (Prometheus, Debian package `prometheus`) when miss
 	  fi; \
 	fi
 	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
+	@command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || { echo "promtool missing (Debian package prometheus)"; exit 1; }
+
+# --- source (issue 12): VictoriaMetrics for the same real-store tests, promtool for l3 replay ---
+# The Debian package may register a service too: stopped and disabled like Prometheus'.
+tools: tools-victoria-metrics
+.PHONY: tools-victoria-metrics
+tools-victoria-metrics: ## Install VictoriaMetrics (Debian package `victoria-metrics`) when missing
+	@if [ ! -x /usr/bin/victoria-metrics ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends victoria-metrics; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet victoria-metrics 2>/dev/null; then \
+	    $$SUDO systemctl disable --now victoria-metrics || true; \
+	  fi; \
+	fi
+	@dpkg-query -W victoria-metrics 2>/dev/null || ls -l /usr/bin/victoria-metrics
 
 test: tools
 

@@ -52,6 +52,7 @@ fn timed_out(request: &SignalRequest) -> Snapshot {
                 ),
             })
             .collect(),
+        windows: Vec::new(),
     }
 }
 

@@ -25,7 +25,7 @@ use super::trafficsplit::{
     WeightMap,
 };
 use crate::algorithm::safety;
-use crate::source::{BackendKey, RequestGroup, SignalRequest, Snapshot};
+use crate::source::{BackendKey, QueryWindow, RequestGroup, SignalRequest, Snapshot, WindowInfo};
 use crate::state::{BackendSample, SplitState};
 
 /// A policy's namespace and name.
@@ -462,7 +462,7 @@ impl Engine {
                 }
             }
         }
-        let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut groups: HashMap<(u64, QueryWindow), usize> = HashMap::new();
         let mut request = SignalRequest::default();
         let mut items = Vec::new();
         for p in live {
@@ -592,11 +592,11 @@ impl Engine {
                     }
                 }
             };
-            let gk = (settings.quantile.to_bits(), settings.window_secs);
+            let gk = (settings.quantile.to_bits(), settings.window);
             let group = *groups.entry(gk).or_insert_with(|| {
                 request.groups.push(RequestGroup {
                     quantile: settings.quantile,
-                    window_secs: settings.window_secs,
+                    window: settings.window,
                     backends: Vec::new(),
                 });
                 request.groups.len() - 1
@@ -660,6 +660,7 @@ impl Engine {
                 write,
                 adopt,
                 backends,
+                window,
             } = run;
             let prev = entry
                 .written
@@ -687,6 +688,10 @@ impl Engine {
                     conditions,
                     last_weight_update,
                     backends,
+                    scrape_interval: window
+                        .and_then(|w| w.scrape_interval_secs)
+                        .map(status::seconds),
+                    query_window: window.map(|w| format!("{}s", w.window_secs)),
                 },
                 transitions,
                 interval: entry.interval,
@@ -791,6 +796,7 @@ struct RunResult {
     write: Option<WeightWrite>,
     adopt: Option<AdoptWrite>,
     backends: Vec<BackendStatus>,
+    window: Option<WindowInfo>,
 }
 
 /// The Event for an adopted foreign change.
@@ -911,8 +917,10 @@ fn run_one(
             adoption,
         });
     }
-    let weights: Vec<u32> = match (errors.first(), answers) {
-        (None, Some(answers)) => {
+    let window = snapshot.windows.get(group).copied();
+    let too_short = window.filter(|w| w.too_short);
+    let weights: Vec<u32> = match (too_short, errors.first(), answers) {
+        (None, None, Some(answers)) => {
             let samples: BTreeMap<String, BackendSample> = names
                 .iter()
                 .map(|n| {
@@ -999,22 +1007,37 @@ fn run_one(
                 }
             }
         }
-        (first, _) => {
+        (short, first, _) => {
             // Keep the current weights; the filters decay toward their defaults.
             let refused = state.update(t, &BTreeMap::new());
             if !refused.is_empty() {
                 tracing::debug!(namespace = %ns, policy = %key.1, refused = refused.len(), "decay refused (out-of-order time)");
             }
-            let why = first.map_or_else(
-                || "no answer for this policy's query group".to_owned(),
-                |e| format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
-            );
-            conds.push(Cond::new(
-                METRICS_AVAILABLE,
-                false,
-                "QueryFailed",
-                why.clone(),
-            ));
+            let (reason, why) = match (short, first) {
+                (Some(w), _) => (
+                    "WindowTooShort",
+                    format!(
+                        "queryWindow {}s is shorter than two scrape intervals: the scrape \
+                         interval is {}, so rate() needs at least {}; use `auto` or a longer window",
+                        w.window_secs,
+                        w.scrape_interval_secs
+                            .map_or_else(|| "unknown".into(), status::seconds),
+                        w.scrape_interval_secs.map_or_else(
+                            || "unknown".into(),
+                            |s| status::seconds(crate::algorithm::window::min_window(s))
+                        ),
+                    ),
+                ),
+                (None, Some(e)) => (
+                    "QueryFailed",
+                    format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
+                ),
+                (None, None) => (
+                    "QueryFailed",
+                    "no answer for this policy's query group".to_owned(),
+                ),
+            };
+            conds.push(Cond::new(METRICS_AVAILABLE, false, reason, why.clone()));
             conds.push(Cond::new(
                 READY,
                 false,
@@ -1063,6 +1086,7 @@ fn run_one(
         write,
         adopt,
         backends,
+        window,
     }
 }
 

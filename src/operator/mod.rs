@@ -258,11 +258,8 @@ fn signal_source(
     args: &crate::source::prometheus::PrometheusArgs,
     registry: &prometheus::Registry,
 ) -> Result<Arc<dyn SignalSource>> {
-    use crate::source::{
-        SourceConfig,
-        prometheus::{PrometheusConfig, PrometheusSource},
-    };
-    let config = PrometheusConfig::from_args(args, SourceConfig::default())?;
+    use crate::source::prometheus::{PrometheusConfig, PrometheusSource};
+    let config = PrometheusConfig::from_args(args)?;
     Ok(Arc::new(PrometheusSource::new(config, registry)?))
 }
 

@@ -146,10 +146,7 @@ pub fn decode_matrix(status: u16, body: &[u8], accept_warnings: bool) -> Result<
                 let (labels, samples) = s.into_inner();
                 RangeSeries {
                     labels,
-                    samples: samples
-                        .iter()
-                        .map(|p| (p.timestamp(), p.value()))
-                        .collect(),
+                    samples: samples.iter().map(|p| (p.timestamp(), p.value())).collect(),
                 }
             })
             .collect()),
@@ -205,7 +202,11 @@ pub fn outcomes(
                     continue;
                 }
                 let e = sums.entry(b).or_insert((0.0, 0.0));
-                if s.labels.get(&config.classification_label) == Some(&config.success_value) {
+                let class = s
+                    .labels
+                    .get(&config.classification_label)
+                    .map(String::as_str);
+                if config.success.is_success(class) {
                     e.0 += s.value;
                 }
                 e.1 += s.value;
@@ -395,8 +396,14 @@ mod tests {
         assert_eq!(o[&key("prod", "e")], Outcome::NoSeries);
         for (status, body) in [(200, &b"\xff\x00"[..]), (500, b"{}"), (200, b"[]")] {
             assert!(
-                outcomes_from_answer(&SourceConfig::default(), SignalKind::Rps, &want, status, body)
-                    .is_err()
+                outcomes_from_answer(
+                    &SourceConfig::default(),
+                    SignalKind::Rps,
+                    &want,
+                    status,
+                    body
+                )
+                .is_err()
             );
         }
     }

@@ -19,7 +19,7 @@ pub mod telemetry;
 
 pub use canned::CannedSource;
 pub use prometheus::{PrometheusConfig, PrometheusSource};
-pub use query::{InflightEstimator, SignalKind, SourceConfig};
+pub use query::{InflightEstimator, MetricsProfile, SignalKind, SourceConfig};
 
 use crate::state::BackendSample;
 
@@ -217,13 +217,33 @@ impl BackendSignals {
     }
 }
 
+/// The range of a group's `rate()` windows (a policy's `queryWindow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueryWindow {
+    /// Sized from the scrape interval by [`crate::algorithm::window::auto_window`] (default).
+    #[default]
+    Auto,
+    /// This many seconds; refused as too short below two scrape intervals
+    /// ([`crate::algorithm::window::window_fits`]).
+    Secs(u64),
+}
+
+impl std::fmt::Display for QueryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Secs(s) => write!(f, "{s}s"),
+        }
+    }
+}
+
 /// Backends that share a quantile and a query window: one PromQL query per signal serves all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestGroup {
     /// Quantile of the latency signal, in `(0, 1)` (a policy's `percentile`, default 0.99).
     pub quantile: f64,
-    /// Range of the `rate()` windows, seconds (a policy's `queryWindow`, default 10 s).
-    pub window_secs: u64,
+    /// Range of the `rate()` windows (a policy's `queryWindow`, default `auto`).
+    pub window: QueryWindow,
     /// The backends.
     pub backends: Vec<BackendKey>,
 }
@@ -251,6 +271,19 @@ pub struct QueryError {
     pub message: String,
 }
 
+/// The window a group was queried with, and the scrape interval it was sized from.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowInfo {
+    /// Scrape interval of the group's series, seconds: configured, or learned from the spacing
+    /// of their samples; `None` while unknown (no samples yet, or the store did not say).
+    pub scrape_interval_secs: Option<f64>,
+    /// The window the queries used, seconds.
+    pub window_secs: u64,
+    /// An explicit window shorter than two scrape intervals: its answers cannot be trusted
+    /// (`rate()` may see a single sample and return nothing).
+    pub too_short: bool,
+}
+
 /// One cycle's answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Snapshot {
@@ -261,6 +294,9 @@ pub struct Snapshot {
     pub groups: Vec<BTreeMap<BackendKey, BackendSignals>>,
     /// Queries that failed; the other signals and groups are still answered.
     pub errors: Vec<QueryError>,
+    /// Per group (same order as the request), the window used and the scrape interval; empty
+    /// when the source does not know (canned sources).
+    pub windows: Vec<WindowInfo>,
 }
 
 /// Boxed future of a fetch, so that the control loop can hold any source behind `dyn`.

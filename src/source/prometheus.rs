@@ -18,25 +18,54 @@
 //!   HTTP status, so l3 sends with `post_raw()` and decodes the body in [`super::decode`]
 //!   (serde into the crate's types; see there why the envelope is l3's).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt as _;
 use base64::Engine as _;
+use futures::StreamExt as _;
 use prometheus_http_query::Client;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::{Instrument as _, debug, warn};
 
 use super::canned::slot;
-use super::decode::{Series, decode_answer, outcomes};
-use super::query::{PlannedQuery, SignalKind, SourceConfig, plan};
+use super::decode::{RangeSeries, Series, decode_answer, decode_matrix, outcomes};
+use super::query::{
+    MetricsProfile, PlannedQuery, SignalKind, SourceConfig, plan_with, resolve_window, scrape_probe,
+};
 use super::telemetry::Telemetry;
 use super::{
-    BackendSignals, Error, FetchFuture, Outcome, QueryError, Result, SignalRequest, SignalSource,
-    Snapshot,
+    BackendKey, BackendSignals, Error, FetchFuture, Outcome, QueryError, RequestGroup, Result,
+    SignalRequest, SignalSource, Snapshot,
 };
+
+/// How long a learned scrape interval is trusted before it is measured again.
+pub const SCRAPE_INTERVAL_TTL: Duration = Duration::from_secs(300);
+/// How soon a scrape interval that could not be learned is tried again.
+pub const SCRAPE_INTERVAL_RETRY: Duration = Duration::from_secs(15);
+/// Range of raw samples read to measure the scrape interval: two samples even at a 1 min
+/// scrape interval.
+pub const SCRAPE_PROBE_RANGE_SECS: u64 = 150;
+/// Backends of a group whose samples are measured (bounds the probe's answer).
+pub const SCRAPE_PROBE_BACKENDS: usize = 3;
+
+/// The scrape interval of some series: the median spacing of consecutive samples over all of
+/// them (robust to a missed scrape), rounded to milliseconds (Prometheus' precision); `None`
+/// without two samples in any series.
+pub fn sample_spacing(series: &[RangeSeries]) -> Option<f64> {
+    let mut gaps: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.samples.windows(2).map(|w| w[1].0 - w[0].0))
+        .filter(|g| g.is_finite() && *g > 0.0)
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    Some((gaps[gaps.len() / 2] * 1000.0).round() / 1000.0)
+}
 
 /// Default Prometheus: the one Linkerd viz installs.
 pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus.linkerd-viz.svc.cluster.local:9090";
@@ -80,6 +109,15 @@ pub struct PrometheusArgs {
     /// Timeout of one query, e.g. `2s` or `500ms`.
     #[arg(long, env = "L3_PROMETHEUS_TIMEOUT", default_value = "2s")]
     pub prometheus_timeout: String,
+    /// Which mesh's standard metrics to read: `linkerd` (proxy metrics, `dst_service`) or
+    /// `istio` (`istio_requests_total`, `reporter="source"`, `destination_service_name`).
+    #[arg(long, env = "L3_METRICS_PROFILE", value_enum, default_value_t = MetricsProfile::Linkerd)]
+    pub metrics_profile: MetricsProfile,
+    /// Scrape interval of the mesh metrics: `auto` learns it from the spacing of the queried
+    /// series' samples; a duration (e.g. `10s`) states it. Sizes `queryWindow: auto` and checks
+    /// explicit windows.
+    #[arg(long, env = "L3_PROMETHEUS_SCRAPE_INTERVAL", default_value = "auto")]
+    pub prometheus_scrape_interval: String,
 }
 
 /// Seconds since the Unix epoch, rounded to milliseconds (the precision sent as `time`).
@@ -138,8 +176,20 @@ impl PrometheusConfig {
         }
     }
 
-    /// From the flags of `l3 run`; errors name the flag.
-    pub fn from_args(args: &PrometheusArgs, source: SourceConfig) -> Result<Self> {
+    /// From the flags of `l3 run` and `l3 replay`; errors name the flag.
+    pub fn from_args(args: &PrometheusArgs) -> Result<Self> {
+        let mut source = SourceConfig::for_profile(args.metrics_profile);
+        source.scrape_interval_secs = match args.prometheus_scrape_interval.as_str() {
+            "auto" => None,
+            s => Some(
+                parse_duration("prometheus_scrape_interval", s)
+                    .map_err(|_| Error::Config {
+                        field: "prometheus_scrape_interval",
+                        message: format!("expected `auto` or a duration such as `10s`, got `{s}`"),
+                    })?
+                    .as_secs_f64(),
+            ),
+        };
         let basic_auth = match (&args.prometheus_username, &args.prometheus_password_file) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
             (None, None) => None,
@@ -254,6 +304,8 @@ pub struct PrometheusSource {
     timeout: Duration,
     config: SourceConfig,
     telemetry: Telemetry,
+    /// Learned scrape intervals by the probed backends: when measured, and the result.
+    scrape_intervals: Mutex<HashMap<Vec<BackendKey>, (Instant, Option<f64>)>>,
 }
 
 impl std::fmt::Debug for PrometheusSource {
@@ -333,12 +385,11 @@ impl PrometheusSource {
             message: format!("cannot build the HTTP client: {e}"),
         })?;
         // The crate joins `api/v1/query` to the base path with a `/` of its own.
-        let client = Client::from(client, config.url.trim_end_matches('/')).map_err(|e| {
-            Error::Config {
+        let client =
+            Client::from(client, config.url.trim_end_matches('/')).map_err(|e| Error::Config {
                 field: "prometheus_url",
                 message: format!("expected an http(s) URL, got `{}`: {e}", config.url),
-            }
-        })?;
+            })?;
         Ok(Self {
             client,
             bearer: config
@@ -351,6 +402,7 @@ impl PrometheusSource {
             timeout: config.timeout,
             config: config.source,
             telemetry: Telemetry::register(registry)?,
+            scrape_intervals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -490,8 +542,68 @@ impl PrometheusSource {
         }
     }
 
+    /// The scrape interval of a group's series: configured, else learned from the spacing of
+    /// the raw samples of its first few backends' request counters (cached for
+    /// [`SCRAPE_INTERVAL_TTL`]; retried after [`SCRAPE_INTERVAL_RETRY`] when unknown). A probe
+    /// that fails is logged and leaves the interval unknown; it never fails the signals.
+    async fn scrape_interval(&self, group: &RequestGroup, time: f64, auth: &Auth) -> Option<f64> {
+        if let Some(s) = self.config.scrape_interval_secs {
+            return Some(s);
+        }
+        let mut probe: Vec<BackendKey> = group.backends.clone();
+        probe.sort();
+        probe.dedup();
+        probe.truncate(SCRAPE_PROBE_BACKENDS);
+        if probe.is_empty() {
+            return None;
+        }
+        let cached = self
+            .scrape_intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&probe)
+            .copied();
+        if let Some((at, value)) = cached {
+            let ttl = if value.is_some() {
+                SCRAPE_INTERVAL_TTL
+            } else {
+                SCRAPE_INTERVAL_RETRY
+            };
+            if at.elapsed() < ttl {
+                return value;
+            }
+        }
+        let promql = scrape_probe(&self.config, &probe, SCRAPE_PROBE_RANGE_SECS);
+        let learned = match self
+            .post_instant(&promql, time, auth)
+            .await
+            .and_then(|(status, body)| decode_matrix(status, &body, self.config.accept_warnings))
+        {
+            Ok(series) => sample_spacing(&series),
+            Err(e) => {
+                warn!(reason = e.reason(), error = %e, "cannot learn the scrape interval");
+                None
+            }
+        };
+        debug!(?learned, "scrape interval measured");
+        self.scrape_intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(probe, (Instant::now(), learned));
+        learned
+    }
+
     async fn fetch_all(&self, request: &SignalRequest) -> Snapshot {
         let timestamp = now_secs();
+        let auth = self.auth();
+        let mut windows = Vec::with_capacity(request.groups.len());
+        for g in &request.groups {
+            let scrape = match &auth {
+                Ok(a) => self.scrape_interval(g, timestamp, a).await,
+                Err(_) => self.config.scrape_interval_secs,
+            };
+            windows.push(resolve_window(g.window, scrape));
+        }
         let mut groups: Vec<_> = request
             .groups
             .iter()
@@ -503,7 +615,7 @@ impl PrometheusSource {
             })
             .collect();
         let mut errors = Vec::new();
-        let plan = plan(&self.config, request);
+        let plan = plan_with(&self.config, request, &windows);
         let queries = plan.queries.len();
         for (gi, e) in &plan.invalid_groups {
             for signal in SignalKind::ALL {
@@ -513,7 +625,7 @@ impl PrometheusSource {
                 *s = BackendSignals::all(Outcome::QueryFailed);
             }
         }
-        let results: Vec<(PlannedQuery, Result<Vec<Series>>)> = match self.auth() {
+        let results: Vec<(PlannedQuery, Result<Vec<Series>>)> = match auth {
             Ok(auth) => {
                 let auth = &auth;
                 futures::stream::iter(plan.queries)
@@ -581,6 +693,7 @@ impl PrometheusSource {
             timestamp,
             groups,
             errors,
+            windows,
         }
     }
 }
@@ -637,28 +750,35 @@ mod tests {
 
     #[test]
     fn config_from_flags() {
-        let c = PrometheusConfig::from_args(
-            &args(&[
-                "--prometheus-url",
-                "http://127.0.0.1:9/prom/",
-                "--prometheus-header",
-                "X-Scope-OrgID: tenant-1",
-                "--prometheus-timeout",
-                "750ms",
-            ]),
-            SourceConfig::default(),
-        )
+        let c = PrometheusConfig::from_args(&args(&[
+            "--prometheus-url",
+            "http://127.0.0.1:9/prom/",
+            "--prometheus-header",
+            "X-Scope-OrgID: tenant-1",
+            "--prometheus-timeout",
+            "750ms",
+        ]))
         .unwrap();
+        assert_eq!(c.source, SourceConfig::default());
+        let istio = PrometheusConfig::from_args(&args(&[
+            "--metrics-profile",
+            "istio",
+            "--prometheus-scrape-interval",
+            "15s",
+        ]))
+        .unwrap();
+        assert_eq!(istio.source.request_metric, "istio_requests_total");
+        assert_eq!(istio.source.scrape_interval_secs, Some(15.0));
+        let e = PrometheusConfig::from_args(&args(&["--prometheus-scrape-interval", "often"]))
+            .unwrap_err();
+        assert!(e.to_string().contains("prometheus_scrape_interval"), "{e}");
         assert_eq!(c.headers, vec![("X-Scope-OrgID".into(), "tenant-1".into())]);
         assert_eq!(c.timeout, Duration::from_millis(750));
         let s = PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
         assert_eq!(s.client.base_url().as_str(), "http://127.0.0.1:9/prom");
 
-        let e = PrometheusConfig::from_args(
-            &args(&["--prometheus-header", "no-colon"]),
-            SourceConfig::default(),
-        )
-        .unwrap_err();
+        let e =
+            PrometheusConfig::from_args(&args(&["--prometheus-header", "no-colon"])).unwrap_err();
         assert!(e.to_string().contains("prometheus_header"), "{e}");
     }
 

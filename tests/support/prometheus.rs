@@ -61,6 +61,11 @@ pub struct Prometheus {
 impl Prometheus {
     /// Start Prometheus scraping `targets` every second and wait until it is ready (bounded).
     pub async fn start(bin: &PathBuf, targets: &[SocketAddr]) -> Self {
+        Self::start_scraping(bin, targets, 1).await
+    }
+
+    /// Start Prometheus scraping `targets` every `interval_secs` seconds (linkerd-viz: 10).
+    pub async fn start_scraping(bin: &PathBuf, targets: &[SocketAddr], interval_secs: u32) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let list = targets
             .iter()
@@ -68,7 +73,7 @@ impl Prometheus {
             .collect::<Vec<_>>()
             .join(", ");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+            "global:\n  scrape_interval: {interval_secs}s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
         );
         let config_path = dir.path().join("prometheus.yml");
