@@ -177,12 +177,7 @@ fn contested_condition(state: &WriterState) -> Cond {
     }
 }
 
-/// Consecutive cycles a move beyond the hysteresis must persist before it is written: a
-/// single noisy sample crosses the hysteresis now and then, a real shift stays across.
-pub const CONFIRM_CYCLES: u32 = 3;
-/// A move of any share by more than this is written at once (a backend failing or slowing
-/// down sharply must not wait for confirmation).
-pub const URGENT_SHARE_CHANGE: f64 = 0.05;
+pub use crate::algorithm::safety::{CONFIRM_CYCLES, URGENT_SHARE_CHANGE};
 
 /// Where the control loop finds TrafficSplits (a reflector store in production).
 pub trait SplitLookup: Send + Sync {
@@ -972,19 +967,13 @@ fn run_one(
                             "WeightsComputed",
                             "weights are computed every interval",
                         ));
-                        let wanted = adopted
-                            && alone
-                            && safety::worth_writing(
-                                &current,
-                                &limited_shares,
-                                settings.hysteresis,
-                            );
-                        entry.pending = if wanted { entry.pending + 1 } else { 0 };
-                        let urgent = current.len() != limited_shares.len()
-                            || safety::max_share_change(&current, &limited_shares)
-                                > URGENT_SHARE_CHANGE;
-                        if wanted && (urgent || entry.pending >= CONFIRM_CYCLES) {
-                            entry.pending = 0;
+                        if safety::confirm_write(
+                            &mut entry.pending,
+                            &current,
+                            &limited_shares,
+                            settings.hysteresis,
+                            adopted && alone,
+                        ) {
                             write = Some(WeightWrite {
                                 split_name,
                                 split: (*split).clone(),

@@ -546,7 +546,12 @@ impl PrometheusSource {
     /// the raw samples of its first few backends' request counters (cached for
     /// [`SCRAPE_INTERVAL_TTL`]; retried after [`SCRAPE_INTERVAL_RETRY`] when unknown). A probe
     /// that fails is logged and leaves the interval unknown; it never fails the signals.
-    async fn scrape_interval(&self, group: &RequestGroup, time: f64, auth: &Auth) -> Option<f64> {
+    pub(crate) async fn scrape_interval(
+        &self,
+        group: &RequestGroup,
+        time: f64,
+        auth: &Auth,
+    ) -> Option<f64> {
         if let Some(s) = self.config.scrape_interval_secs {
             return Some(s);
         }
