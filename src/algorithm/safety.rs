@@ -51,8 +51,8 @@ pub fn confirm_write(
 ) -> bool {
     let wanted = allowed && worth_writing(current, proposed, hysteresis);
     *pending = if wanted { pending.saturating_add(1) } else { 0 };
-    let urgent =
-        current.len() != proposed.len() || max_share_change(current, proposed) > URGENT_SHARE_CHANGE;
+    let urgent = current.len() != proposed.len()
+        || max_share_change(current, proposed) > URGENT_SHARE_CHANGE;
     if wanted && (urgent || *pending >= CONFIRM_CYCLES) {
         *pending = 0;
         true
@@ -139,7 +139,13 @@ mod tests {
         assert_eq!(pending, 0);
         assert!(confirm_write(&mut pending, &cur, &[0.6, 0.4], 0.01, true));
         assert!(!confirm_write(&mut pending, &cur, &[0.6, 0.4], 0.01, false));
-        assert!(!confirm_write(&mut pending, &cur, &[0.505, 0.495], 0.01, true));
+        assert!(!confirm_write(
+            &mut pending,
+            &cur,
+            &[0.505, 0.495],
+            0.01,
+            true
+        ));
         assert_eq!(pending, 0);
     }
     use proptest::prelude::*;

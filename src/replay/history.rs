@@ -11,9 +11,7 @@ use super::Error;
 use crate::source::decode::{Series, decode_matrix, outcomes};
 use crate::source::prometheus::PrometheusSource;
 use crate::source::query::{PlannedQuery, SignalKind, plan_with};
-use crate::source::{
-    BackendKey, BackendSignals, Outcome, RequestGroup, SignalRequest, WindowInfo,
-};
+use crate::source::{BackendKey, BackendSignals, Outcome, RequestGroup, SignalRequest, WindowInfo};
 
 /// Intervals per range query: a bound on one answer (Prometheus refuses more than 11,000
 /// points per series), and the granularity of the progress report.
@@ -77,9 +75,14 @@ pub async fn fetch(
 ) -> Result<History, Error> {
     let auth = source.auth().map_err(Error::Source)?;
     let config = source.config();
-    let index: BTreeMap<&BackendKey, usize> =
-        req.backends.iter().enumerate().map(|(i, b)| (b, i)).collect();
-    let mut grid = vec![vec![BackendSignals::all(Outcome::NoSeries); req.backends.len()]; req.steps];
+    let index: BTreeMap<&BackendKey, usize> = req
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b, i))
+        .collect();
+    let mut grid =
+        vec![vec![BackendSignals::all(Outcome::NoSeries); req.backends.len()]; req.steps];
     let mut errors = Vec::new();
     let mut queries = 0;
     let request = SignalRequest {
@@ -92,7 +95,9 @@ pub async fn fetch(
     // Chunked by size over backends exactly as the operator's instant queries are.
     let plan = plan_with(config, &request, &[req.window]);
     if let Some((_, e)) = plan.invalid_groups.first() {
-        return Err(Error::Source(crate::source::Error::InvalidGroup(e.to_string())));
+        return Err(Error::Source(crate::source::Error::InvalidGroup(
+            e.to_string(),
+        )));
     }
     let chunks = req.steps.div_ceil(STEPS_PER_CHUNK);
     for c in 0..chunks {

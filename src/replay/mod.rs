@@ -231,13 +231,16 @@ fn target(args: &ReplayArgs) -> Result<Target, Error> {
             Some(_) | None => {}
         }
     }
-    let policy = policy.ok_or_else(|| file_err("expected a document of kind LatencyPolicy".into()))?;
-    let namespace = policy
-        .metadata
-        .namespace
-        .clone()
-        .ok_or_else(|| file_err("metadata.namespace: expected the policy's namespace".into()))?;
-    let settings = policy.spec.settings().map_err(|e| file_err(e.to_string()))?;
+    let policy =
+        policy.ok_or_else(|| file_err("expected a document of kind LatencyPolicy".into()))?;
+    let namespace =
+        policy.metadata.namespace.clone().ok_or_else(|| {
+            file_err("metadata.namespace: expected the policy's namespace".into())
+        })?;
+    let settings = policy
+        .spec
+        .settings()
+        .map_err(|e| file_err(e.to_string()))?;
     let backends = match (&split, from_flags.is_empty()) {
         (_, false) => from_flags,
         (Some(obj), true) => trafficsplit::parse(obj)
@@ -335,12 +338,12 @@ pub async fn replay(
     target.backends.dedup_by(|a, b| a.0 == b.0);
     let step = match &args.interval {
         Some(i) => {
-            let secs = crate::duration::parse_secs(i).filter(|s| *s >= 1.0).ok_or_else(|| {
-                Error::Flag {
+            let secs = crate::duration::parse_secs(i)
+                .filter(|s| *s >= 1.0)
+                .ok_or_else(|| Error::Flag {
                     flag: "interval",
                     message: format!("expected a duration of at least 1s, e.g. 5s, got `{i}`"),
-                }
-            })?;
+                })?;
             (secs * 1000.0).round() / 1000.0
         }
         None => target.settings.interval_secs,

@@ -99,7 +99,11 @@ fn table(ctx: &Context, r: &Report) -> String {
             .map_or_else(|| "unknown".to_owned(), |s| format!("{s}s")),
         ctx.quantile
     );
-    let _ = writeln!(out, "writes l3 would have made (after hysteresis): {}", r.writes);
+    let _ = writeln!(
+        out,
+        "writes l3 would have made (after hysteresis): {}",
+        r.writes
+    );
     if !r.backends_without_data.is_empty() {
         let _ = writeln!(
             out,
@@ -184,7 +188,9 @@ fn csv(r: &Report) -> String {
     out
 }
 
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 /// An SVG with two panels: each backend's share in effect (writes marked), and its filtered
 /// latency.
@@ -192,10 +198,9 @@ pub fn svg(ctx: &Context, r: &Report) -> String {
     let (w, h, left, right, top, panel) = (900.0, 470.0, 70.0, 150.0, 40.0, 170.0);
     let n = r.intervals.len().max(2) - 1;
     let x = |k: usize| left + (k as f64 / n as f64) * (w - left - right);
-    let total = r
-        .intervals
-        .first()
-        .map_or(1000, |iv| iv.backends.iter().map(|b| b.weight).sum::<u32>().max(1));
+    let total = r.intervals.first().map_or(1000, |iv| {
+        iv.backends.iter().map(|b| b.weight).sum::<u32>().max(1)
+    });
     let max_latency = r
         .intervals
         .iter()

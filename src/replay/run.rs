@@ -110,10 +110,7 @@ pub fn run(input: &ReplayInput, history: &History) -> Result<Report, Error> {
     let n = input.backends.len();
     let mut state = SplitState::new(s.filters).map_err(|e| Error::Algorithm(e.to_string()))?;
     state.sync_backends(input.backends.iter().map(String::as_str));
-    let start = input
-        .actual_weights
-        .clone()
-        .unwrap_or_else(|| vec![1.0; n]);
+    let start = input.actual_weights.clone().unwrap_or_else(|| vec![1.0; n]);
     let mut current = safety::shares(&start);
     let mut in_effect: Vec<u32> = to_weights(&current, total);
     let mut pending = 0u32;
@@ -151,8 +148,7 @@ pub fn run(input: &ReplayInput, history: &History) -> Result<Report, Error> {
                 .iter()
                 .map(|&w| f64::from(w) / f64::from(total))
                 .collect();
-            if safety::confirm_write(&mut pending, &current, &limited_shares, s.hysteresis, true)
-            {
+            if safety::confirm_write(&mut pending, &current, &limited_shares, s.hysteresis, true) {
                 write = true;
                 writes += 1;
                 current = limited_shares;
@@ -261,8 +257,7 @@ fn estimate(input: &ReplayInput, intervals: &[Interval], total: u32) -> Option<E
             .iter()
             .map(|b| f64::from(b.weight) / f64::from(total))
             .collect();
-        if let (Some(a), Some(l)) = (weighted(&actual, &iv.backends), weighted(&l3, &iv.backends))
-        {
+        if let (Some(a), Some(l)) = (weighted(&actual, &iv.backends), weighted(&l3, &iv.backends)) {
             actual_sum += a;
             l3_sum += l;
             count += 1;
@@ -338,9 +333,19 @@ mod tests {
         for row in grid.iter_mut().skip(20) {
             row[0].rps = Outcome::QueryFailed;
         }
-        let r = run(&input(None), &History { grid, ..History::default() }).unwrap();
+        let r = run(
+            &input(None),
+            &History {
+                grid,
+                ..History::default()
+            },
+        )
+        .unwrap();
         assert_eq!(r.backends_without_data, vec!["slow".to_string()]);
-        let frozen: Vec<u32> = r.intervals[20..].iter().map(|i| i.backends[0].weight).collect();
+        let frozen: Vec<u32> = r.intervals[20..]
+            .iter()
+            .map(|i| i.backends[0].weight)
+            .collect();
         assert!(frozen.windows(2).all(|w| w[0] == w[1]), "{frozen:?}");
         assert!(r.intervals[20..].iter().all(|i| i.query_failed && !i.write));
         assert_eq!(r.estimate.unwrap().actual_from, "observed request shares");

@@ -66,7 +66,48 @@ impl Prometheus {
 
     /// Start Prometheus scraping `targets` every `interval_secs` seconds (linkerd-viz: 10).
     pub async fn start_scraping(bin: &PathBuf, targets: &[SocketAddr], interval_secs: u32) -> Self {
+        Self::start_in(
+            bin,
+            targets,
+            interval_secs,
+            tempfile::tempdir().expect("temp dir"),
+        )
+        .await
+    }
+
+    /// Start Prometheus on a history backfilled from `openmetrics` (an OpenMetrics text with
+    /// timestamps) with `promtool tsdb create-blocks-from openmetrics`, scraping nothing.
+    pub async fn start_backfilled(bin: &PathBuf, openmetrics: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).expect("write the OpenMetrics history");
+        let promtool = bin.with_file_name("promtool");
+        assert!(
+            promtool.is_file(),
+            "no promtool beside {} (it comes with the Debian package prometheus): {INSTALL_HINT}",
+            bin.display()
+        );
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+        assert!(
+            out.status.success(),
+            "promtool backfill failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::start_in(bin, &[], 10, dir).await
+    }
+
+    async fn start_in(
+        bin: &PathBuf,
+        targets: &[SocketAddr],
+        interval_secs: u32,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let list = targets
             .iter()
             .map(|t| format!("'{t}'"))
