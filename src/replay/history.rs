@@ -142,20 +142,20 @@ pub async fn fetch(
                             });
                         }
                     }
-                    for k in first..=last {
+                    for (k, row) in grid.iter_mut().enumerate().take(last + 1).skip(first) {
                         let series = at.get(&k).map_or(&[][..], Vec::as_slice);
                         for (b, o) in outcomes(config, q.signal, series, &q.backends) {
                             if let Some(&i) = index.get(&b) {
-                                *slot(&mut grid[k][i], q.signal) = o;
+                                *slot(&mut row[i], q.signal) = o;
                             }
                         }
                     }
                 }
                 Err(e) => {
-                    for k in first..=last {
+                    for row in &mut grid[first..=last] {
                         for b in q.backends.iter() {
                             if let Some(&i) = index.get(b) {
-                                *slot(&mut grid[k][i], q.signal) = Outcome::QueryFailed;
+                                *slot(&mut row[i], q.signal) = Outcome::QueryFailed;
                             }
                         }
                     }

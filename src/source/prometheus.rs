@@ -51,6 +51,9 @@ pub const SCRAPE_PROBE_RANGE_SECS: u64 = 150;
 /// Backends of a group whose samples are measured (bounds the probe's answer).
 pub const SCRAPE_PROBE_BACKENDS: usize = 3;
 
+/// Learned scrape intervals by the probed backends: when measured, and the result.
+type ScrapeIntervals = HashMap<Vec<BackendKey>, (Instant, Option<f64>)>;
+
 /// The scrape interval of some series: the median spacing of consecutive samples over all of
 /// them (robust to a missed scrape), rounded to milliseconds (Prometheus' precision); `None`
 /// without two samples in any series.
@@ -305,7 +308,7 @@ pub struct PrometheusSource {
     config: SourceConfig,
     telemetry: Telemetry,
     /// Learned scrape intervals by the probed backends: when measured, and the result.
-    scrape_intervals: Mutex<HashMap<Vec<BackendKey>, (Instant, Option<f64>)>>,
+    scrape_intervals: Mutex<ScrapeIntervals>,
 }
 
 impl std::fmt::Debug for PrometheusSource {
