@@ -799,6 +799,29 @@ async fn credentials_headers_and_evaluation_time_reach_the_server() {
     );
 }
 
+/// p99 (s), success rate, RPS and Little's-law in-flight of web-east, web-west and web-central
+/// at p99 (see their profiles).
+const SPLIT_P99: [[f64; 4]; 3] = [
+    [0.150, 0.9, 100.0, 100.0 * (0.9 * 0.040 + 0.1 * 30.0)],
+    [0.4333, 1.0, 50.0, 50.0 * 0.200],
+    [0.030, 0.75, 20.0, 20.0 * (0.75 * 0.015 + 0.25 * 0.005)],
+];
+
+/// Check the four signals of `k` against `[p99, success, rps, in-flight]` with the tolerances
+/// of the Linkerd test (3 %, 1 %, 5 %, 5 %).
+fn four_signals(
+    checks: &mut Vec<Result<(), String>>,
+    k: &BackendKey,
+    x: &BackendSignals,
+    [p99, sr, rps, l]: [f64; 4],
+) {
+    let n = &k.service;
+    checks.push(near(&format!("{n} p99"), x.latency_secs, p99, 0.03));
+    checks.push(near(&format!("{n} success"), x.success_rate, sr, 0.01));
+    checks.push(near(&format!("{n} rps"), x.rps, rps, 0.05));
+    checks.push(near(&format!("{n} little"), x.inflight, l, 0.05));
+}
+
 /// The chart's defaults (`queryWindow: auto`, scrape interval learned from Prometheus) against a
 /// store that scrapes every 10 s, as linkerd-viz's Prometheus does: every signal arrives, the
 /// window is four scrapes (40 s), and an explicit 10 s window is reported too short.
@@ -838,17 +861,8 @@ async fn ten_second_scrapes_with_the_defaults(kind: StoreKind) {
         || async {
             let s = src.fetch(&request).await;
             let mut checks = Vec::new();
-            for (k, p99, sr, rps, l) in [
-                (&e, 0.150, 0.9, 100.0, 100.0 * (0.9 * 0.040 + 0.1 * 30.0)),
-                (&w, 0.4333, 1.0, 50.0, 50.0 * 0.200),
-                (&c, 0.030, 0.75, 20.0, 20.0 * (0.75 * 0.015 + 0.25 * 0.005)),
-            ] {
-                let x = signals(&s, 0, k)?;
-                let n = &k.service;
-                checks.push(near(&format!("{n} p99"), x.latency_secs, p99, 0.03));
-                checks.push(near(&format!("{n} success"), x.success_rate, sr, 0.01));
-                checks.push(near(&format!("{n} rps"), x.rps, rps, 0.05));
-                checks.push(near(&format!("{n} little"), x.inflight, l, 0.05));
+            for (k, want) in [&e, &w, &c].into_iter().zip(SPLIT_P99) {
+                four_signals(&mut checks, k, signals(&s, 0, k)?, want);
             }
             let want = [
                 WindowInfo {
@@ -922,16 +936,11 @@ async fn istio_signals_from_a_real_prometheus() {
     support::eventually(CONVERGE, POLL, || async {
         let s = src.fetch(&request).await;
         let mut checks = Vec::new();
-        for (k, p99, sr, rps, l) in [
-            (&k1, 0.175, 0.9, 100.0, 100.0 * (0.9 * 0.040 + 0.1 * 30.0)),
-            (&k2, 0.49375, 1.0, 50.0, 50.0 * 0.200),
+        for (k, want) in [
+            (&k1, [0.175, 0.9, 100.0, 100.0 * (0.9 * 0.040 + 0.1 * 30.0)]),
+            (&k2, [0.49375, 1.0, 50.0, 50.0 * 0.200]),
         ] {
-            let x = signals(&s, 0, k)?;
-            let n = &k.service;
-            checks.push(near(&format!("{n} p99"), x.latency_secs, p99, 0.03));
-            checks.push(near(&format!("{n} success"), x.success_rate, sr, 0.01));
-            checks.push(near(&format!("{n} rps"), x.rps, rps, 0.05));
-            checks.push(near(&format!("{n} little"), x.inflight, l, 0.05));
+            four_signals(&mut checks, k, signals(&s, 0, k)?, want);
         }
         collect(checks, &s)
     })

@@ -6,8 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
 const INSTALL_HINT: &str = "install it with `make tools` (Debian: `apt-get install -y \
      victoria-metrics`, binary /usr/bin/victoria-metrics) or point L3_VICTORIA_METRICS_BIN at a \
@@ -43,46 +42,28 @@ impl Victoria {
     /// Start it scraping `targets` every `interval_secs` seconds and wait until it is healthy.
     pub async fn start(bin: &PathBuf, targets: &[SocketAddr], interval_secs: u32) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: {interval_secs}s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
-        );
         let config_path = dir.path().join("scrape.yml");
-        std::fs::write(&config_path, config).expect("write scrape.yml");
-        let log_path = dir.path().join("victoria.log");
-        for _attempt in 0..3 {
-            let port = super::prometheus::free_port();
-            let log = std::fs::File::create(&log_path).expect("log file");
-            let mut cmd = Command::new(bin);
-            cmd.arg(format!("-promscrape.config={}", config_path.display()))
-                .arg(format!(
-                    "-storageDataPath={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-                .arg("-loggerLevel=ERROR")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log);
-            let mut child = super::cluster::spawn(cmd)
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let url = format!("http://127.0.0.1:{port}");
-            if wait_healthy(&mut child, &url, Duration::from_secs(20)).await {
-                return Victoria { child, url, dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!(
-                "victoria-metrics did not become healthy on port {port}, retrying; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        panic!("victoria-metrics did not start after 3 attempts");
+        std::fs::write(
+            &config_path,
+            super::prometheus::scrape_config(targets, interval_secs),
+        )
+        .expect("write scrape.yml");
+        let data = dir.path().join("data");
+        let (child, url) = super::prometheus::start_on_free_port(
+            bin,
+            &dir.path().join("victoria.log"),
+            "/health",
+            |port| {
+                vec![
+                    format!("-promscrape.config={}", config_path.display()),
+                    format!("-storageDataPath={}", data.display()),
+                    format!("-httpListenAddr=127.0.0.1:{port}"),
+                    "-loggerLevel=ERROR".into(),
+                ]
+            },
+        )
+        .await;
+        Victoria { child, url, dir }
     }
 
     /// Stop it now.
@@ -90,27 +71,6 @@ impl Victoria {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn wait_healthy(child: &mut Child, url: &str, limit: Duration) -> bool {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(r) = client
-            .get(format!("{url}/health"))
-            .timeout(Duration::from_millis(500))
-            .send()
-            .await
-            && r.status().is_success()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
 }
 
 impl Drop for Victoria {
