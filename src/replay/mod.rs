@@ -20,7 +20,7 @@ use crate::operator::crd::{LatencyPolicy, LatencyPolicySpec, PolicySettings};
 use crate::operator::trafficsplit;
 use crate::source::prometheus::{PrometheusArgs, PrometheusConfig, PrometheusSource};
 use crate::source::query::resolve_window;
-use crate::source::{BackendKey, QueryWindow, RequestGroup};
+use crate::source::{BackendKey, RequestGroup};
 
 pub use report::Format;
 
@@ -214,7 +214,8 @@ fn target(args: &ReplayArgs) -> Result<Target, Error> {
     let mut policy: Option<LatencyPolicy> = None;
     let mut split: Option<DynamicObject> = None;
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_json::Value::deserialize_from_yaml(doc).map_err(file_err)?;
+        let value: serde_json::Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| file_err(format!("not YAML: {e}")))?;
         match value.get("kind").and_then(|k| k.as_str()) {
             Some("LatencyPolicy") => {
                 policy = Some(
@@ -261,17 +262,6 @@ fn target(args: &ReplayArgs) -> Result<Target, Error> {
         settings,
         backends,
     })
-}
-
-/// Deserialize a YAML document into JSON, the error a message.
-trait FromYamlDoc: Sized {
-    fn deserialize_from_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, String>;
-}
-
-impl FromYamlDoc for serde_json::Value {
-    fn deserialize_from_yaml(doc: serde_yaml::Deserializer<'_>) -> Result<Self, String> {
-        serde::Deserialize::deserialize(doc).map_err(|e| format!("not YAML: {e}"))
-    }
 }
 
 /// Run `l3 replay`: print the report on stdout, progress on stderr.
@@ -426,10 +416,7 @@ pub async fn replay(
         to: report::rfc3339(to),
         interval_seconds: step,
         window_seconds: window.window_secs,
-        query_window: match target.settings.window {
-            QueryWindow::Auto => "auto".into(),
-            QueryWindow::Secs(s) => format!("{s}s"),
-        },
+        query_window: target.settings.window.to_string(),
         scrape_interval_seconds: scrape,
         quantile: target.settings.quantile,
         queries: hist.queries,

@@ -440,13 +440,20 @@ impl PrometheusSource {
                 base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
             ),
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| Error::CredentialFile {
-            what: "credential",
-            path: PathBuf::new(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the credential holds characters not allowed in an HTTP header",
-            ),
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            let file = self
+                .bearer
+                .as_ref()
+                .or(self.basic.as_ref().map(|(_, f)| f))
+                .map_or_else(PathBuf::new, |f| f.path.clone());
+            Error::CredentialFile {
+                what: "credential",
+                path: file,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "it holds characters not allowed in an HTTP header",
+                ),
+            }
         })?;
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
@@ -822,6 +829,25 @@ mod tests {
         let mut c = PrometheusConfig::new("https://prometheus.example:9090");
         c.ca_file = Some(ca);
         PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
+    }
+
+    #[test]
+    fn a_credential_that_cannot_be_a_header_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first line\nsecond line").unwrap();
+        let mut c = PrometheusConfig::new("http://127.0.0.1:9");
+        c.bearer_token_file = Some(token);
+        let s = PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
+        let auth = s.auth().unwrap();
+        let e = s.request_headers(&auth).unwrap_err();
+        assert_eq!(e.reason(), "credentials");
+        assert!(e.to_string().contains("token"), "{e}");
+        let h = s
+            .request_headers(&Auth::Basic("l3".into(), "pw".into()))
+            .unwrap();
+        assert_eq!(h[AUTHORIZATION], "Basic bDM6cHc=");
+        assert!(h[AUTHORIZATION].is_sensitive());
     }
 
     #[test]
