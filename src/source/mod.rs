@@ -1,11 +1,15 @@
-//! The operator's eyes: per-backend signals from Prometheus (Linkerd proxy metrics), fetched in
-//! batches (one PromQL query per signal for all backends), as typed outcomes.
+//! The operator's eyes: per-backend signals from Prometheus (Linkerd or Istio metrics), fetched
+//! in batches (one PromQL query per signal for all backends), as typed outcomes, over a window
+//! sized from the scrape interval ([`QueryWindow`], [`WindowInfo`]).
 //!
-//! This file holds the contract between the source and its consumers (the control loop) and the
-//! layer's [`Error`]. Beside it: [`query`] (typed PromQL, chunking, and the documented choices:
-//! in-flight estimator, 5xx exclusion, RPS from requests), [`decode`] (answers → outcomes),
-//! [`prometheus`] (the HTTP client, [`PrometheusSource`]), [`telemetry`] (the source's own
-//! metrics) and [`canned`] (a programmable source for tests and benchmarks).
+//! This file holds the contract between the source and its consumers (the control loop and
+//! `l3 replay`) and the layer's [`Error`]. Beside it: [`query`] (typed PromQL, the metrics
+//! profiles, chunking, windows, and the documented choices: in-flight estimator, 5xx exclusion,
+//! RPS from requests), [`decode`] (answers → outcomes through `prometheus-http-query`'s types;
+//! [`decode::outcomes_from_answer`] is the entry point from raw bytes), [`prometheus`] (the
+//! client on `prometheus-http-query`, [`PrometheusSource`], scrape-interval learning),
+//! [`telemetry`] (the source's own metrics) and [`canned`] (a programmable source for tests and
+//! benchmarks).
 
 use std::collections::BTreeMap;
 use std::future::Future;

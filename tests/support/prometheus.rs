@@ -60,12 +60,12 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Start Prometheus scraping `targets` every second and wait until it is ready (bounded).
-    pub async fn start(bin: &PathBuf, targets: &[SocketAddr]) -> Self {
+    pub async fn start(bin: &Path, targets: &[SocketAddr]) -> Self {
         Self::start_scraping(bin, targets, 1).await
     }
 
     /// Start Prometheus scraping `targets` every `interval_secs` seconds (linkerd-viz: 10).
-    pub async fn start_scraping(bin: &PathBuf, targets: &[SocketAddr], interval_secs: u32) -> Self {
+    pub async fn start_scraping(bin: &Path, targets: &[SocketAddr], interval_secs: u32) -> Self {
         Self::start_in(
             bin,
             targets,
@@ -77,7 +77,7 @@ impl Prometheus {
 
     /// Start Prometheus on a history backfilled from `openmetrics` (an OpenMetrics text with
     /// timestamps) with `promtool tsdb create-blocks-from openmetrics`, scraping nothing.
-    pub async fn start_backfilled(bin: &PathBuf, openmetrics: &str) -> Self {
+    pub async fn start_backfilled(bin: &Path, openmetrics: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let input = dir.path().join("history.om");
         std::fs::write(&input, openmetrics).expect("write the OpenMetrics history");
@@ -103,7 +103,7 @@ impl Prometheus {
     }
 
     async fn start_in(
-        bin: &PathBuf,
+        bin: &Path,
         targets: &[SocketAddr],
         interval_secs: u32,
         dir: tempfile::TempDir,

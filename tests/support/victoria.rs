@@ -5,7 +5,7 @@
 //! 30 s by default: the newest 30 s of samples are hidden from queries).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Child;
 
 const INSTALL_HINT: &str = "install it with `make tools` (Debian: `apt-get install -y \
@@ -40,7 +40,7 @@ pub struct Victoria {
 
 impl Victoria {
     /// Start it scraping `targets` every `interval_secs` seconds and wait until it is healthy.
-    pub async fn start(bin: &PathBuf, targets: &[SocketAddr], interval_secs: u32) -> Self {
+    pub async fn start(bin: &Path, targets: &[SocketAddr], interval_secs: u32) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("scrape.yml");
         std::fs::write(
