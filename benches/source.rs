@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use l3::source::decode::{decode_answer, outcomes};
 use l3::source::query::{SignalKind, plan};
-use l3::source::{BackendKey, RequestGroup, SignalRequest, SourceConfig};
+use l3::source::{BackendKey, QueryWindow, RequestGroup, SignalRequest, SourceConfig};
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -40,7 +40,7 @@ fn main() {
         let request = SignalRequest {
             groups: vec![RequestGroup {
                 quantile: 0.99,
-                window_secs: 10,
+                window: QueryWindow::Secs(10),
                 backends: backends(n),
             }],
         };

@@ -11,6 +11,9 @@ pub enum Error {
     /// `l3 run` or `l3 crdgen` failed.
     #[error(transparent)]
     Operator(#[from] crate::operator::Error),
+    /// `l3 replay` failed.
+    #[error(transparent)]
+    Replay(#[from] crate::replay::Error),
 }
 
 /// Result of the command line.
@@ -40,6 +43,9 @@ pub enum Command {
     Crdgen,
     /// Replay a scenario through the L3 algorithm and compare p99 latency with round-robin and C3.
     Simulate(crate::sim::SimulateArgs),
+    /// What l3 would have done on a split's own history in Prometheus: per-interval weights,
+    /// writes after hysteresis, filtered signals and a first-order estimate of the effect.
+    Replay(Box<crate::replay::ReplayArgs>),
 }
 
 /// Run the parsed command line.
@@ -49,5 +55,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => Ok(crate::operator::restore::main(&args)?),
         Command::Crdgen => Ok(crate::operator::crdgen()?),
         Command::Simulate(args) => Ok(crate::sim::main(&args)?),
+        Command::Replay(args) => Ok(crate::replay::main(&args)?),
     }
 }

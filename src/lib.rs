@@ -9,6 +9,7 @@ pub mod algorithm;
 pub mod cli;
 pub mod duration;
 pub mod operator;
+pub mod replay;
 pub mod sim;
 pub mod source;
 pub mod state;

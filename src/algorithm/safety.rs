@@ -30,6 +30,37 @@ pub fn worth_writing(current: &[f64], proposed: &[f64], hysteresis: f64) -> bool
     current.len() != proposed.len() || max_share_change(current, proposed) > hysteresis
 }
 
+/// Consecutive cycles a move beyond the hysteresis must persist before it is written: a
+/// single noisy sample crosses the hysteresis now and then, a real shift stays across.
+pub const CONFIRM_CYCLES: u32 = 3;
+/// A move of any share by more than this is written at once (a backend failing or slowing
+/// down sharply must not wait for confirmation).
+pub const URGENT_SHARE_CHANGE: f64 = 0.05;
+
+/// Whether this cycle's `proposed` shares get written over the `current` ones: the move must be
+/// [`worth_writing`] and `allowed` (l3 may write at all), and persist [`CONFIRM_CYCLES`]
+/// consecutive cycles unless some share moves by more than [`URGENT_SHARE_CHANGE`] (or the
+/// backend lists differ). `pending` counts the consecutive cycles that wanted a write; it is
+/// the caller's per-split state (the operator and `l3 replay` both keep one).
+pub fn confirm_write(
+    pending: &mut u32,
+    current: &[f64],
+    proposed: &[f64],
+    hysteresis: f64,
+    allowed: bool,
+) -> bool {
+    let wanted = allowed && worth_writing(current, proposed, hysteresis);
+    *pending = if wanted { pending.saturating_add(1) } else { 0 };
+    let urgent = current.len() != proposed.len()
+        || max_share_change(current, proposed) > URGENT_SHARE_CHANGE;
+    if wanted && (urgent || *pending >= CONFIRM_CYCLES) {
+        *pending = 0;
+        true
+    } else {
+        false
+    }
+}
+
 /// Move from `current` shares toward `proposed` integer weights (summing to `total`) so that no
 /// share changes by more than `max_step` (to within one weight unit of rounding).
 ///
@@ -97,6 +128,26 @@ fn round_to_total(exact: &[f64], total: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_waits_for_confirmation_unless_urgent() {
+        let mut pending = 0;
+        let (cur, small) = ([0.5, 0.5], [0.52, 0.48]);
+        assert!(!confirm_write(&mut pending, &cur, &small, 0.01, true));
+        assert!(!confirm_write(&mut pending, &cur, &small, 0.01, true));
+        assert!(confirm_write(&mut pending, &cur, &small, 0.01, true));
+        assert_eq!(pending, 0);
+        assert!(confirm_write(&mut pending, &cur, &[0.6, 0.4], 0.01, true));
+        assert!(!confirm_write(&mut pending, &cur, &[0.6, 0.4], 0.01, false));
+        assert!(!confirm_write(
+            &mut pending,
+            &cur,
+            &[0.505, 0.495],
+            0.01,
+            true
+        ));
+        assert_eq!(pending, 0);
+    }
     use proptest::prelude::*;
 
     #[test]

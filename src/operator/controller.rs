@@ -54,6 +54,7 @@ fn timed_out(request: &SignalRequest) -> Snapshot {
                 ),
             })
             .collect(),
+        windows: Vec::new(),
     }
 }
 

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::algorithm::{FilterKind, PipelineConfig, WeightingParams};
+use crate::source::QueryWindow;
 use crate::state::FilterSettings;
 
 use super::target::Target;
@@ -21,6 +22,11 @@ pub const FINALIZER: &str = "l3.dev/restore-weights";
 pub const ADOPTED_TARGET_ANNOTATION: &str = "l3.dev/adopted-target";
 /// Durations: a decimal number followed by `ms`, `s` or `m`, e.g. `5s`, `600ms`, `1.5s`.
 pub const DURATION_PATTERN: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m)$";
+
+/// `queryWindow`: `auto` or a duration.
+pub const QUERY_WINDOW_PATTERN: &str = r"^(auto|[0-9]+(\.[0-9]+)?(ms|s|m))$";
+/// The `queryWindow` that sizes itself from the scrape interval.
+pub const QUERY_WINDOW_AUTO: &str = "auto";
 
 /// A LatencyPolicy: l3 keeps the weights of one SMI TrafficSplit, or of one rule of an
 /// HTTPRoute or GRPCRoute, tuned by the L3 algorithm.
@@ -88,9 +94,12 @@ pub struct LatencyPolicySpec {
     #[serde(default = "default_5s")]
     #[schemars(pattern(DURATION_PATTERN))]
     pub interval: String,
-    /// Range of the PromQL `rate()` windows, whole seconds, at least 2s. Default 10s.
-    #[serde(default = "default_10s")]
-    #[schemars(pattern(DURATION_PATTERN))]
+    /// Range of the PromQL `rate()` windows: `auto` (default) is four scrape intervals, never
+    /// under 10s, with the scrape interval learned from Prometheus; or whole seconds, which
+    /// must span at least two scrape intervals (else `MetricsAvailable=False`,
+    /// `WindowTooShort`).
+    #[serde(default = "default_query_window")]
+    #[schemars(pattern(QUERY_WINDOW_PATTERN))]
     pub query_window: String,
     /// Smallest change of any backend's share worth a write, a fraction in [0, 0.5].
     /// Default 0.01 (one percentage point).
@@ -194,6 +203,9 @@ fn default_5s() -> String {
 fn default_10s() -> String {
     "10s".into()
 }
+fn default_query_window() -> String {
+    QUERY_WINDOW_AUTO.into()
+}
 fn default_true() -> bool {
     true
 }
@@ -233,7 +245,7 @@ impl LatencyPolicySpec {
             rate_control: true,
             min_share: default_min_share(),
             interval: default_5s(),
-            query_window: default_10s(),
+            query_window: default_query_window(),
             hysteresis: default_hysteresis(),
             max_share_step: None,
         }
@@ -275,16 +287,27 @@ impl LatencyPolicySpec {
                 message: format!("{:?} is too short, expected at least 1s", self.interval),
             });
         }
-        let window = secs("queryWindow", &self.query_window)?;
-        if window < 2.0 || window.fract() != 0.0 {
-            return Err(SpecError {
+        let window = if self.query_window == QUERY_WINDOW_AUTO {
+            QueryWindow::Auto
+        } else {
+            let w = parse_duration(&self.query_window).map_err(|expected| SpecError {
                 field: "queryWindow",
                 message: format!(
-                    "{:?} is invalid, expected whole seconds, at least 2s (two scrapes)",
+                    "{:?} is not a window, expected `auto` or {expected}",
                     self.query_window
                 ),
-            });
-        }
+            })?;
+            if w < 2.0 || w.fract() != 0.0 {
+                return Err(SpecError {
+                    field: "queryWindow",
+                    message: format!(
+                        "{:?} is invalid, expected `auto` or whole seconds, at least 2s (two scrapes)",
+                        self.query_window
+                    ),
+                });
+            }
+            QueryWindow::Secs(w as u64)
+        };
         let filters = FilterSettings {
             kind: match self.filter {
                 FilterName::Ewma => FilterKind::Ewma,
@@ -334,7 +357,7 @@ impl LatencyPolicySpec {
             filters,
             pipeline,
             interval_secs: interval,
-            window_secs: window as u64,
+            window,
             hysteresis,
             max_share_step: self
                 .max_share_step
@@ -397,8 +420,8 @@ pub struct PolicySettings {
     pub pipeline: PipelineConfig,
     /// Control interval, seconds.
     pub interval_secs: f64,
-    /// PromQL window, whole seconds.
-    pub window_secs: u64,
+    /// PromQL window: auto, or whole seconds.
+    pub window: QueryWindow,
     /// Smallest share change worth a write, a fraction.
     pub hysteresis: f64,
     /// Largest share change per interval, a fraction.
@@ -433,6 +456,13 @@ pub struct LatencyPolicyStatus {
     /// Per backend: weight, share and the filtered signals.
     #[serde(default)]
     pub backends: Vec<BackendStatus>,
+    /// Scrape interval of the backends' metrics as l3 learned it from Prometheus (or as
+    /// configured), e.g. `10s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_interval: Option<String>,
+    /// The PromQL window the last cycle used, e.g. `40s` (what `queryWindow: auto` became).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_window: Option<String>,
 }
 
 /// One backend as the last cycle saw it.
@@ -486,7 +516,7 @@ mod tests {
         assert_eq!(s.pipeline.weighting.penalty_secs, 0.6);
         assert_eq!(s.filters, FilterSettings::default());
         assert_eq!(s.interval_secs, 5.0);
-        assert_eq!(s.window_secs, 10);
+        assert_eq!(s.window, QueryWindow::Auto);
         assert_eq!(s.hysteresis, 0.01);
         assert_eq!(s.pipeline.min_share, 0.01);
         assert!(s.pipeline.rate_control && !s.dry_run && s.max_share_step.is_none());
@@ -511,10 +541,11 @@ mod tests {
             "successRateHalfLife",
             "rpsHalfLife",
             "interval",
-            "queryWindow",
         ] {
             assert_eq!(spec[d]["pattern"], DURATION_PATTERN, "{d}");
         }
+        assert_eq!(spec["queryWindow"]["pattern"], QUERY_WINDOW_PATTERN);
+        assert_eq!(spec["queryWindow"]["default"], "auto");
         assert_eq!(
             spec["mode"]["enum"],
             serde_json::json!(["Enforce", "DryRun"])
@@ -550,6 +581,10 @@ mod tests {
         let e = spec.settings().unwrap_err();
         assert_eq!(e.field, "queryWindow");
         assert!(e.to_string().starts_with("spec.queryWindow: "), "{e}");
+        spec.query_window = "30s".into();
+        assert_eq!(spec.settings().unwrap().window, QueryWindow::Secs(30));
+        spec.query_window = "often".into();
+        assert!(spec.settings().unwrap_err().to_string().contains("auto"));
         let mut spec = LatencyPolicySpec::for_split("web");
         spec.latency_half_life = "0s".into();
         assert_eq!(spec.settings().unwrap_err().field, "latencyHalfLife");

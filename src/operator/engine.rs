@@ -26,7 +26,7 @@ use super::trafficsplit::{
     WeightForm, WeightMap,
 };
 use crate::algorithm::safety;
-use crate::source::{BackendKey, RequestGroup, SignalRequest, Snapshot};
+use crate::source::{BackendKey, QueryWindow, RequestGroup, SignalRequest, Snapshot, WindowInfo};
 use crate::state::{BackendSample, SplitState};
 
 /// A policy's namespace and name.
@@ -179,12 +179,7 @@ fn contested_condition(state: &WriterState) -> Cond {
     }
 }
 
-/// Consecutive cycles a move beyond the hysteresis must persist before it is written: a
-/// single noisy sample crosses the hysteresis now and then, a real shift stays across.
-pub const CONFIRM_CYCLES: u32 = 3;
-/// A move of any share by more than this is written at once (a backend failing or slowing
-/// down sharply must not wait for confirmation).
-pub const URGENT_SHARE_CHANGE: f64 = 0.05;
+pub use crate::algorithm::safety::{CONFIRM_CYCLES, URGENT_SHARE_CHANGE};
 
 /// Where the control loop finds its targets (reflector stores in production).
 pub trait SplitLookup: Send + Sync {
@@ -510,7 +505,7 @@ impl Engine {
                 }
             }
         }
-        let mut groups: HashMap<(u64, u64), usize> = HashMap::new();
+        let mut groups: HashMap<(u64, QueryWindow), usize> = HashMap::new();
         let mut request = SignalRequest::default();
         let mut items = Vec::new();
         for p in live {
@@ -651,11 +646,11 @@ impl Engine {
                     }
                 }
             };
-            let gk = (settings.quantile.to_bits(), settings.window_secs);
+            let gk = (settings.quantile.to_bits(), settings.window);
             let group = *groups.entry(gk).or_insert_with(|| {
                 request.groups.push(RequestGroup {
                     quantile: settings.quantile,
-                    window_secs: settings.window_secs,
+                    window: settings.window,
                     backends: Vec::new(),
                 });
                 request.groups.len() - 1
@@ -716,6 +711,7 @@ impl Engine {
                 write,
                 adopt,
                 backends,
+                window,
             } = run;
             let prev = entry
                 .written
@@ -743,6 +739,10 @@ impl Engine {
                     conditions,
                     last_weight_update,
                     backends,
+                    scrape_interval: window
+                        .and_then(|w| w.scrape_interval_secs)
+                        .map(status::seconds),
+                    query_window: window.map(|w| format!("{}s", w.window_secs)),
                 },
                 transitions,
                 interval: entry.interval,
@@ -847,6 +847,7 @@ struct RunResult {
     write: Option<WeightWrite>,
     adopt: Option<AdoptWrite>,
     backends: Vec<BackendStatus>,
+    window: Option<WindowInfo>,
 }
 
 /// The Prometheus key of a backend: its Service, in the target's namespace `ns` unless the
@@ -973,8 +974,10 @@ fn run_one(
             adoption,
         });
     }
-    let weights: Vec<u32> = match (errors.first(), answers) {
-        (None, Some(answers)) => {
+    let window = snapshot.windows.get(group).copied();
+    let too_short = window.filter(|w| w.too_short);
+    let weights: Vec<u32> = match (too_short, errors.first(), answers) {
+        (None, None, Some(answers)) => {
             let samples: BTreeMap<String, BackendSample> = names
                 .iter()
                 .map(|n| {
@@ -1029,19 +1032,13 @@ fn run_one(
                             "WeightsComputed",
                             "weights are computed every interval",
                         ));
-                        let wanted = adopted
-                            && alone
-                            && safety::worth_writing(
-                                &current,
-                                &limited_shares,
-                                settings.hysteresis,
-                            );
-                        entry.pending = if wanted { entry.pending + 1 } else { 0 };
-                        let urgent = current.len() != limited_shares.len()
-                            || safety::max_share_change(&current, &limited_shares)
-                                > URGENT_SHARE_CHANGE;
-                        if wanted && (urgent || entry.pending >= CONFIRM_CYCLES) {
-                            entry.pending = 0;
+                        if safety::confirm_write(
+                            &mut entry.pending,
+                            &current,
+                            &limited_shares,
+                            settings.hysteresis,
+                            adopted && alone,
+                        ) {
                             write = Some(WeightWrite {
                                 target: split_name,
                                 split: (*split).clone(),
@@ -1064,22 +1061,37 @@ fn run_one(
                 }
             }
         }
-        (first, _) => {
+        (short, first, _) => {
             // Keep the current weights; the filters decay toward their defaults.
             let refused = state.update(t, &BTreeMap::new());
             if !refused.is_empty() {
                 tracing::debug!(namespace = %ns, policy = %key.1, refused = refused.len(), "decay refused (out-of-order time)");
             }
-            let why = first.map_or_else(
-                || "no answer for this policy's query group".to_owned(),
-                |e| format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
-            );
-            conds.push(Cond::new(
-                METRICS_AVAILABLE,
-                false,
-                "QueryFailed",
-                why.clone(),
-            ));
+            let (reason, why) = match (short, first) {
+                (Some(w), _) => (
+                    "WindowTooShort",
+                    format!(
+                        "queryWindow {}s is shorter than two scrape intervals: the scrape \
+                         interval is {}, so rate() needs at least {}; use `auto` or a longer window",
+                        w.window_secs,
+                        w.scrape_interval_secs
+                            .map_or_else(|| "unknown".into(), status::seconds),
+                        w.scrape_interval_secs.map_or_else(
+                            || "unknown".into(),
+                            |s| status::seconds(crate::algorithm::window::min_window(s))
+                        ),
+                    ),
+                ),
+                (None, Some(e)) => (
+                    "QueryFailed",
+                    format!("{} query failed ({}): {}", e.signal, e.reason, e.message),
+                ),
+                (None, None) => (
+                    "QueryFailed",
+                    "no answer for this policy's query group".to_owned(),
+                ),
+            };
+            conds.push(Cond::new(METRICS_AVAILABLE, false, reason, why.clone()));
             conds.push(Cond::new(
                 READY,
                 false,
@@ -1128,6 +1140,7 @@ fn run_one(
         write,
         adopt,
         backends,
+        window,
     }
 }
 

@@ -299,10 +299,9 @@ fn signal_source(
     registry: &prometheus::Registry,
 ) -> Result<crate::source::PrometheusSource> {
     use crate::source::{
-        SourceConfig,
         prometheus::{PrometheusConfig, PrometheusSource},
     };
-    let config = PrometheusConfig::from_args(args, SourceConfig::default())?;
+    let config = PrometheusConfig::from_args(args)?;
     Ok(PrometheusSource::new(config, registry)?)
 }
 

@@ -128,6 +128,11 @@ pub fn round(v: f64, digits: i32) -> f64 {
     }
 }
 
+/// A duration for the status, three significant digits, e.g. `10s` or `2.5s`.
+pub fn seconds(v: f64) -> String {
+    format!("{}s", significant(v, 3))
+}
+
 /// Round to `digits` significant digits (latency, RPS and in-flight span orders of magnitude:
 /// 0.0123 s and 1230 RPS are read to three digits alike).
 pub fn significant(v: f64, digits: i32) -> f64 {
@@ -302,6 +307,7 @@ mod tests {
                 latency_seconds: 0.0123,
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let mut noisy = old.clone();
         noisy.backends[0].latency_seconds = 0.0124;

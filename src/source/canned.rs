@@ -126,6 +126,7 @@ impl CannedSource {
             timestamp,
             groups,
             errors,
+            windows: Vec::new(),
         }
     }
 }
@@ -150,7 +151,7 @@ impl SignalSource for CannedSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::RequestGroup;
+    use crate::source::{QueryWindow, RequestGroup};
 
     fn key(s: &str) -> BackendKey {
         BackendKey {
@@ -167,7 +168,7 @@ mod tests {
         let req = SignalRequest {
             groups: vec![RequestGroup {
                 quantile: 0.99,
-                window_secs: 10,
+                window: QueryWindow::Secs(10),
                 backends: vec![key("a"), key("b")],
             }],
         };

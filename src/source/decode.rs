@@ -1,9 +1,18 @@
-//! Decoding of Prometheus HTTP API answers (`/api/v1/query`) into typed series, and of series
-//! into per-backend [`Outcome`]s. Everything here reads data from the network: no panics, every
-//! malformation is a typed [`Error`].
+//! Decoding of Prometheus HTTP API answers (`/api/v1/query`, `/api/v1/query_range`) into typed
+//! series, and of series into per-backend [`Outcome`]s. Everything here reads data from the
+//! network: no panics, every malformation is a typed [`Error`].
+//!
+//! The query API's data (`resultType`, `result`, samples, `NaN`/`±Inf` values) is decoded by
+//! `prometheus-http-query` (serde into its [`PromqlResult`]); only the envelope around it is
+//! ours, because the crate's own envelope (`ApiResponse`) is private to it and drops two things
+//! l3 needs: the `warnings` (a Thanos partial response must count as a failed query) and error
+//! types beyond Prometheus' seven (VictoriaMetrics answers e.g. `"errorType":"422"`, which the
+//! crate's `PrometheusErrorType` refuses, turning a clear server error into a decode error).
+//! Fuzz and property tests enter through [`outcomes_from_answer`].
 
 use std::collections::{BTreeMap, HashMap};
 
+use prometheus_http_query::response::{Data, PromqlResult};
 use serde::Deserialize;
 
 use super::query::{InflightEstimator, SignalKind, SourceConfig};
@@ -18,39 +27,25 @@ pub struct Series {
     pub value: f64,
 }
 
+/// One series of a range answer (a matrix): labels and `(time, value)` samples in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeSeries {
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// Samples: seconds since the epoch, value (may be NaN or ±Inf).
+    pub samples: Vec<(f64, f64)>,
+}
+
+/// The API's envelope; `data` is the crate's type.
 #[derive(Deserialize)]
 struct Envelope {
     status: Option<String>,
-    data: Option<Data>,
+    data: Option<PromqlResult>,
     #[serde(rename = "errorType")]
     error_type: Option<String>,
     error: Option<String>,
     #[serde(default)]
     warnings: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: serde_json::Value,
-}
-
-#[derive(Deserialize)]
-struct VectorSample {
-    #[serde(default)]
-    metric: HashMap<String, String>,
-    value: (serde_json::Value, String),
-}
-
-/// Parse a Prometheus sample value (`"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`).
-pub fn parse_value(s: &str) -> Option<f64> {
-    match s {
-        "NaN" => Some(f64::NAN),
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        _ => s.parse::<f64>().ok(),
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -64,10 +59,10 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Decode an answer: HTTP status and body. Errors: [`Error::Prometheus`] (status `error`),
-/// [`Error::Http`] (non-2xx without an API error body), [`Error::Decode`] (not the API's JSON),
-/// [`Error::ResultType`] (not a vector), [`Error::Partial`] (warnings, unless accepted).
-pub fn decode_answer(status: u16, body: &[u8], accept_warnings: bool) -> Result<Vec<Series>> {
+/// Decode an answer of either query endpoint into the crate's [`Data`]. Errors:
+/// [`Error::Prometheus`] (status `error`), [`Error::Http`] (non-2xx without an API error body),
+/// [`Error::Decode`] (not the API's JSON), [`Error::Partial`] (warnings, unless accepted).
+pub fn decode_data(status: u16, body: &[u8], accept_warnings: bool) -> Result<Data> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
@@ -90,7 +85,7 @@ pub fn decode_answer(status: u16, body: &[u8], accept_warnings: bool) -> Result<
         }
         return Err(Error::Decode(format!(
             "field `status`: expected \"success\" or \"error\", got {:?}",
-            envelope.status
+            envelope.status.map(|s| truncate(&s, 50))
         )));
     }
     if !(200..300).contains(&status) {
@@ -112,26 +107,67 @@ pub fn decode_answer(status: u16, body: &[u8], accept_warnings: bool) -> Result<
     let data = envelope
         .data
         .ok_or_else(|| Error::Decode("field `data`: missing".into()))?;
-    if data.result_type != "vector" {
-        return Err(Error::ResultType(data.result_type));
+    Ok(data.into_inner().0)
+}
+
+fn result_type(data: &Data) -> &'static str {
+    match data {
+        Data::Vector(_) => "vector",
+        Data::Matrix(_) => "matrix",
+        Data::Scalar(_) => "scalar",
     }
-    let samples: Vec<VectorSample> = serde_json::from_value(data.result)
-        .map_err(|e| Error::Decode(format!("field `data.result`: {e}")))?;
-    samples
-        .into_iter()
-        .map(|s| {
-            let value = parse_value(&s.value.1).ok_or_else(|| {
-                Error::Decode(format!(
-                    "field `value`: expected a number, NaN or ±Inf, got {:?}",
-                    truncate(&s.value.1, 50)
-                ))
-            })?;
-            Ok(Series {
-                labels: s.metric,
-                value,
+}
+
+/// Decode an instant-query answer: HTTP status and body, into an instant vector. Errors as
+/// [`decode_data`], plus [`Error::ResultType`] when the answer is not a vector.
+pub fn decode_answer(status: u16, body: &[u8], accept_warnings: bool) -> Result<Vec<Series>> {
+    match decode_data(status, body, accept_warnings)? {
+        Data::Vector(v) => Ok(v
+            .into_iter()
+            .map(|s| {
+                let (labels, sample) = s.into_inner();
+                Series {
+                    labels,
+                    value: sample.value(),
+                }
             })
-        })
-        .collect()
+            .collect()),
+        other => Err(Error::ResultType(result_type(&other).into())),
+    }
+}
+
+/// Decode a range-query answer (or an instant query of a range selector) into a matrix.
+/// Errors as [`decode_data`], plus [`Error::ResultType`] when the answer is not a matrix.
+pub fn decode_matrix(status: u16, body: &[u8], accept_warnings: bool) -> Result<Vec<RangeSeries>> {
+    match decode_data(status, body, accept_warnings)? {
+        Data::Matrix(m) => Ok(m
+            .into_iter()
+            .map(|s| {
+                let (labels, samples) = s.into_inner();
+                RangeSeries {
+                    labels,
+                    samples: samples.iter().map(|p| (p.timestamp(), p.value())).collect(),
+                }
+            })
+            .collect()),
+        other => Err(Error::ResultType(result_type(&other).into())),
+    }
+}
+
+/// The public entry point from one raw instant-query answer to l3's typed outcomes: the HTTP
+/// status and body of one `/api/v1/query` answer for `signal`, decoded by
+/// `prometheus-http-query`'s types and then read for the `requested` backends exactly as the
+/// operator reads them ([`outcomes`]). Never panics, whatever the bytes; a malformed or failed
+/// answer is a typed [`Error`] (the operator then marks the signal [`Outcome::QueryFailed`]).
+pub fn outcomes_from_answer(
+    config: &SourceConfig,
+    signal: SignalKind,
+    requested: &[BackendKey],
+    status: u16,
+    body: &[u8],
+) -> Result<BTreeMap<BackendKey, Outcome>> {
+    let series = decode_answer(status, body, config.accept_warnings)?;
+    Ok(outcomes(config, signal, &series, requested))
 }
 
 fn backend_of(config: &SourceConfig, s: &Series) -> Option<BackendKey> {
@@ -166,7 +202,11 @@ pub fn outcomes(
                     continue;
                 }
                 let e = sums.entry(b).or_insert((0.0, 0.0));
-                if s.labels.get(&config.classification_label) == Some(&config.success_value) {
+                let class = s
+                    .labels
+                    .get(&config.classification_label)
+                    .map(String::as_str);
+                if config.success.is_success(class) {
                     e.0 += s.value;
                 }
                 e.1 += s.value;
@@ -339,6 +379,59 @@ mod tests {
                 .reason(),
             "result_type"
         );
+    }
+
+    #[test]
+    fn the_public_entry_point_types_every_answer() {
+        let want = [key("prod", "a"), key("prod", "e")];
+        let o = outcomes_from_answer(
+            &SourceConfig::default(),
+            SignalKind::Rps,
+            &want,
+            200,
+            VECTOR.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(o[&key("prod", "a")], Outcome::Value(150.0));
+        assert_eq!(o[&key("prod", "e")], Outcome::NoSeries);
+        for (status, body) in [(200, &b"\xff\x00"[..]), (500, b"{}"), (200, b"[]")] {
+            assert!(
+                outcomes_from_answer(
+                    &SourceConfig::default(),
+                    SignalKind::Rps,
+                    &want,
+                    status,
+                    body
+                )
+                .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn matrices_decode_with_their_timestamps() {
+        let body = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"dst_service":"a"},"values":[[10,"1"],[20,"NaN"],[30.5,"+Inf"]]}]}}"#;
+        let m = decode_matrix(200, body.as_bytes(), false).unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].samples[0], (10.0, 1.0));
+        assert!(m[0].samples[1].1.is_nan());
+        assert_eq!(m[0].samples[2], (30.5, f64::INFINITY));
+        assert_eq!(
+            decode_matrix(200, VECTOR.as_bytes(), false)
+                .unwrap_err()
+                .reason(),
+            "result_type"
+        );
+    }
+
+    #[test]
+    fn non_prometheus_error_types_stay_server_errors() {
+        // VictoriaMetrics' error type is an HTTP status, not one of Prometheus' names.
+        let body = r#"{"status":"error","errorType":"422","error":"unsupported function"}"#;
+        let e = decode_answer(422, body.as_bytes(), false).unwrap_err();
+        assert_eq!(e.reason(), "prometheus");
+        assert!(e.to_string().contains("422"), "{e}");
     }
 
     #[test]

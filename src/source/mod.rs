@@ -1,11 +1,15 @@
-//! The operator's eyes: per-backend signals from Prometheus (Linkerd proxy metrics), fetched in
-//! batches (one PromQL query per signal for all backends), as typed outcomes.
+//! The operator's eyes: per-backend signals from Prometheus (Linkerd or Istio metrics), fetched
+//! in batches (one PromQL query per signal for all backends), as typed outcomes, over a window
+//! sized from the scrape interval ([`QueryWindow`], [`WindowInfo`]).
 //!
-//! This file holds the contract between the source and its consumers (the control loop) and the
-//! layer's [`Error`]. Beside it: [`query`] (typed PromQL, chunking, and the documented choices:
-//! in-flight estimator, 5xx exclusion, RPS from requests), [`decode`] (answers → outcomes),
-//! [`prometheus`] (the HTTP client, [`PrometheusSource`]), [`telemetry`] (the source's own
-//! metrics) and [`canned`] (a programmable source for tests and benchmarks).
+//! This file holds the contract between the source and its consumers (the control loop and
+//! `l3 replay`) and the layer's [`Error`]. Beside it: [`query`] (typed PromQL, the metrics
+//! profiles, chunking, windows, and the documented choices: in-flight estimator, 5xx exclusion,
+//! RPS from requests), [`decode`] (answers → outcomes through `prometheus-http-query`'s types;
+//! [`decode::outcomes_from_answer`] is the entry point from raw bytes), [`prometheus`] (the
+//! client on `prometheus-http-query`, [`PrometheusSource`], scrape-interval learning),
+//! [`telemetry`] (the source's own metrics) and [`canned`] (a programmable source for tests and
+//! benchmarks).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,7 +23,7 @@ pub mod telemetry;
 
 pub use canned::CannedSource;
 pub use prometheus::{PrometheusConfig, PrometheusSource};
-pub use query::{InflightEstimator, SignalKind, SourceConfig};
+pub use query::{InflightEstimator, MetricsProfile, SignalKind, SourceConfig};
 
 use crate::state::BackendSample;
 
@@ -217,13 +221,33 @@ impl BackendSignals {
     }
 }
 
+/// The range of a group's `rate()` windows (a policy's `queryWindow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueryWindow {
+    /// Sized from the scrape interval by [`crate::algorithm::window::auto_window`] (default).
+    #[default]
+    Auto,
+    /// This many seconds; refused as too short below two scrape intervals
+    /// ([`crate::algorithm::window::window_fits`]).
+    Secs(u64),
+}
+
+impl std::fmt::Display for QueryWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Secs(s) => write!(f, "{s}s"),
+        }
+    }
+}
+
 /// Backends that share a quantile and a query window: one PromQL query per signal serves all.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestGroup {
     /// Quantile of the latency signal, in `(0, 1)` (a policy's `percentile`, default 0.99).
     pub quantile: f64,
-    /// Range of the `rate()` windows, seconds (a policy's `queryWindow`, default 10 s).
-    pub window_secs: u64,
+    /// Range of the `rate()` windows (a policy's `queryWindow`, default `auto`).
+    pub window: QueryWindow,
     /// The backends.
     pub backends: Vec<BackendKey>,
 }
@@ -251,6 +275,19 @@ pub struct QueryError {
     pub message: String,
 }
 
+/// The window a group was queried with, and the scrape interval it was sized from.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowInfo {
+    /// Scrape interval of the group's series, seconds: configured, or learned from the spacing
+    /// of their samples; `None` while unknown (no samples yet, or the store did not say).
+    pub scrape_interval_secs: Option<f64>,
+    /// The window the queries used, seconds.
+    pub window_secs: u64,
+    /// An explicit window shorter than two scrape intervals: its answers cannot be trusted
+    /// (`rate()` may see a single sample and return nothing).
+    pub too_short: bool,
+}
+
 /// One cycle's answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Snapshot {
@@ -261,6 +298,9 @@ pub struct Snapshot {
     pub groups: Vec<BTreeMap<BackendKey, BackendSignals>>,
     /// Queries that failed; the other signals and groups are still answered.
     pub errors: Vec<QueryError>,
+    /// Per group (same order as the request), the window used and the scrape interval; empty
+    /// when the source does not know (canned sources).
+    pub windows: Vec<WindowInfo>,
 }
 
 /// Boxed future of a fetch, so that the control loop can hold any source behind `dyn`.

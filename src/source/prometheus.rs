@@ -7,24 +7,82 @@
 //! decoded by [`super::decode`]. Every failure is per query: it marks that signal of that
 //! chunk's backends [`Outcome::QueryFailed`], is listed in [`Snapshot::errors`] with a bounded
 //! reason and counted in the telemetry; the other queries are unaffected.
+//!
+//! Transport is `prometheus-http-query`'s [`Client`] over a `reqwest` client that l3 builds
+//! (timeouts, extra CA certificates). What the crate lacks, and how it is wrapped here:
+//! - `InstantQueryBuilder::at` takes whole seconds; one cycle's shared evaluation time is sent
+//!   with millisecond precision through the builder's generic `query("time", ..)` parameter.
+//! - Credentials: the crate has no auth settings; bearer and basic credentials are read from
+//!   their files each cycle (rotation) and sent as an `Authorization` header per request.
+//! - Its decoding (`post()`) requires a JSON content type and drops the `warnings` and the
+//!   HTTP status, so l3 sends with `post_raw()` and decodes the body in [`super::decode`]
+//!   (serde into the crate's types; see there why the envelope is l3's).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use futures::StreamExt as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use prometheus_http_query::Client;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::{Instrument as _, debug, warn};
 
 use super::canned::slot;
-use super::decode::{Series, decode_answer, outcomes};
-use super::query::{PlannedQuery, SignalKind, SourceConfig, plan};
+use super::decode::{RangeSeries, Series, decode_answer, decode_matrix, outcomes};
+use super::query::{
+    MetricsProfile, PlannedQuery, SignalKind, SourceConfig, plan_with, resolve_window, scrape_probe,
+};
 use super::telemetry::Telemetry;
 use super::{
-    BackendSignals, Error, FetchFuture, Outcome, QueryError, Result, SignalRequest, SignalSource,
-    Snapshot,
+    BackendKey, BackendSignals, Error, FetchFuture, Outcome, QueryError, RequestGroup, Result,
+    SignalRequest, SignalSource, Snapshot,
 };
+
+/// How long a learned scrape interval is trusted before it is measured again.
+pub const SCRAPE_INTERVAL_TTL: Duration = Duration::from_secs(300);
+/// How soon a scrape interval that could not be learned is tried again.
+pub const SCRAPE_INTERVAL_RETRY: Duration = Duration::from_secs(15);
+/// Range of raw samples read to measure the scrape interval: two samples even at a 1 min
+/// scrape interval.
+pub const SCRAPE_PROBE_RANGE_SECS: u64 = 150;
+/// Backends of a group whose samples are measured (bounds the probe's answer).
+pub const SCRAPE_PROBE_BACKENDS: usize = 3;
+
+/// Learned scrape intervals by the probed backends: when measured, and the result.
+type ScrapeIntervals = HashMap<Vec<BackendKey>, (Instant, Option<f64>)>;
+
+/// The scrape interval of some series: the median spacing of consecutive samples over all of
+/// them (robust to a missed scrape); `None` without two samples in any series. Sample
+/// timestamps are taken when a scrape starts and drift by tens of milliseconds on a loaded
+/// server (10.021 s was measured for a 10 s interval), while scrape intervals are configured in
+/// whole seconds in practice: a median within [`SNAP_TOLERANCE`] of a whole number of seconds
+/// is snapped to it, anything else is kept to the millisecond. Without the snap a 20 s window
+/// would count as shorter than two 10.021 s scrapes.
+pub fn sample_spacing(series: &[RangeSeries]) -> Option<f64> {
+    let mut gaps: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.samples.windows(2).map(|w| w[1].0 - w[0].0))
+        .filter(|g| g.is_finite() && *g > 0.0)
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    gaps.sort_by(f64::total_cmp);
+    let median = gaps[gaps.len() / 2];
+    let whole = median.round();
+    if whole >= 1.0 && (median - whole).abs() <= SNAP_TOLERANCE * whole {
+        Some(whole)
+    } else {
+        Some((median * 1000.0).round() / 1000.0)
+    }
+}
+
+/// Relative distance from a whole number of seconds within which a measured scrape interval is
+/// taken to be that number (see [`sample_spacing`]).
+pub const SNAP_TOLERANCE: f64 = 0.05;
 
 /// Default Prometheus: the one Linkerd viz installs.
 pub const DEFAULT_PROMETHEUS_URL: &str = "http://prometheus.linkerd-viz.svc.cluster.local:9090";
@@ -68,10 +126,16 @@ pub struct PrometheusArgs {
     /// Timeout of one query, e.g. `2s` or `500ms`.
     #[arg(long, env = "L3_PROMETHEUS_TIMEOUT", default_value = "2s")]
     pub prometheus_timeout: String,
+    /// Which mesh's standard metrics to read: `linkerd` (proxy metrics, `dst_service`) or
+    /// `istio` (`istio_requests_total`, `reporter="source"`, `destination_service_name`).
+    #[arg(long, env = "L3_METRICS_PROFILE", value_enum, default_value_t = MetricsProfile::Linkerd)]
+    pub metrics_profile: MetricsProfile,
+    /// Scrape interval of the mesh metrics: `auto` learns it from the spacing of the queried
+    /// series' samples; a duration (e.g. `10s`) states it. Sizes `queryWindow: auto` and checks
+    /// explicit windows.
+    #[arg(long, env = "L3_PROMETHEUS_SCRAPE_INTERVAL", default_value = "auto")]
+    pub prometheus_scrape_interval: String,
 }
-
-/// Path of the instant-query endpoint under the base URL.
-const QUERY_PATH: &str = "/api/v1/query";
 
 /// Seconds since the Unix epoch, rounded to milliseconds (the precision sent as `time`).
 pub fn now_secs() -> f64 {
@@ -129,8 +193,20 @@ impl PrometheusConfig {
         }
     }
 
-    /// From the flags of `l3 run`; errors name the flag.
-    pub fn from_args(args: &PrometheusArgs, source: SourceConfig) -> Result<Self> {
+    /// From the flags of `l3 run` and `l3 replay`; errors name the flag.
+    pub fn from_args(args: &PrometheusArgs) -> Result<Self> {
+        let mut source = SourceConfig::for_profile(args.metrics_profile);
+        source.scrape_interval_secs = match args.prometheus_scrape_interval.as_str() {
+            "auto" => None,
+            s => Some(
+                parse_duration("prometheus_scrape_interval", s)
+                    .map_err(|_| Error::Config {
+                        field: "prometheus_scrape_interval",
+                        message: format!("expected `auto` or a duration such as `10s`, got `{s}`"),
+                    })?
+                    .as_secs_f64(),
+            ),
+        };
         let basic_auth = match (&args.prometheus_username, &args.prometheus_password_file) {
             (Some(u), Some(p)) => Some((u.clone(), p.clone())),
             (None, None) => None,
@@ -227,7 +303,7 @@ impl SecretFile {
 }
 
 /// The credentials of one cycle.
-enum Auth {
+pub(crate) enum Auth {
     None,
     Bearer(String),
     Basic(String, String),
@@ -237,16 +313,27 @@ enum Auth {
 /// `/api/v1/query`), all queries of a cycle at the same evaluation `time`, at most
 /// [`SourceConfig::max_concurrent_queries`] in flight, each bounded by the timeout (also sent
 /// to the server as its `timeout` parameter so that it stops working when we stop waiting).
-#[derive(Debug)]
 pub struct PrometheusSource {
-    client: reqwest::Client,
-    query_url: String,
+    client: Client,
     bearer: Option<SecretFile>,
     basic: Option<(String, SecretFile)>,
     headers: HeaderMap,
     timeout: Duration,
     config: SourceConfig,
     telemetry: Telemetry,
+    /// Learned scrape intervals by the probed backends: when measured, and the result.
+    scrape_intervals: Mutex<ScrapeIntervals>,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    // The crate's `Client` is not `Debug`; its base URL is what identifies it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.client.base_url().as_str())
+            .field("timeout", &self.timeout)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PrometheusSource {
@@ -314,10 +401,14 @@ impl PrometheusSource {
             field: "prometheus_ca_file",
             message: format!("cannot build the HTTP client: {e}"),
         })?;
-        let query_url = format!("{}{QUERY_PATH}", config.url.trim_end_matches('/'));
+        // The crate joins `api/v1/query` to the base path with a `/` of its own.
+        let client =
+            Client::from(client, config.url.trim_end_matches('/')).map_err(|e| Error::Config {
+                field: "prometheus_url",
+                message: format!("expected an http(s) URL, got `{}`: {e}", config.url),
+            })?;
         Ok(Self {
             client,
-            query_url,
             bearer: config
                 .bearer_token_file
                 .map(|p| SecretFile::new("bearer token", p)),
@@ -328,6 +419,7 @@ impl PrometheusSource {
             timeout: config.timeout,
             config: config.source,
             telemetry: Telemetry::register(registry)?,
+            scrape_intervals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -341,7 +433,7 @@ impl PrometheusSource {
         &self.config
     }
 
-    fn auth(&self) -> Result<Auth> {
+    pub(crate) fn auth(&self) -> Result<Auth> {
         if let Some(f) = &self.bearer {
             return Ok(Auth::Bearer(f.read()?));
         }
@@ -351,58 +443,116 @@ impl PrometheusSource {
         Ok(Auth::None)
     }
 
-    /// A query POST with this source's headers and credentials.
-    fn request(&self, body: String, auth: &Auth) -> reqwest::RequestBuilder {
-        let req = self
+    /// The per-request headers: the extra ones, then the credentials.
+    fn request_headers(&self, auth: &Auth) -> Result<HeaderMap> {
+        let mut headers = self.headers.clone();
+        let value = match auth {
+            Auth::None => return Ok(headers),
+            Auth::Bearer(t) => format!("Bearer {t}"),
+            Auth::Basic(u, p) => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ),
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            let file = self
+                .bearer
+                .as_ref()
+                .or(self.basic.as_ref().map(|(_, f)| f))
+                .map_or_else(PathBuf::new, |f| f.path.clone());
+            Error::CredentialFile {
+                what: "credential",
+                path: file,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "it holds characters not allowed in an HTTP header",
+                ),
+            }
+        })?;
+        value.set_sensitive(true);
+        headers.insert(AUTHORIZATION, value);
+        Ok(headers)
+    }
+
+    /// Send one instant query (POST form) evaluated at `time`; the raw answer.
+    async fn post_instant(&self, promql: &str, time: f64, auth: &Auth) -> Result<(u16, Vec<u8>)> {
+        let mut builder = self
             .client
-            .post(&self.query_url)
-            .headers(self.headers.clone())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body);
-        match auth {
-            Auth::None => req,
-            Auth::Bearer(t) => req.header(AUTHORIZATION, format!("Bearer {t}")),
-            Auth::Basic(u, p) => req.basic_auth(u, Some(p)),
+            .query(promql)
+            .query("time", format!("{time:.3}"))
+            .timeout(i64::try_from(self.timeout.as_millis().max(1)).unwrap_or(i64::MAX));
+        for (name, value) in &self.request_headers(auth)? {
+            builder = builder.header(name.clone(), value.clone());
         }
+        self.read(builder.post_raw().await).await
+    }
+
+    /// Send one range query (POST form) over `[start, end]` at `step` seconds; the raw answer.
+    pub(crate) async fn post_range(
+        &self,
+        promql: &str,
+        start: i64,
+        end: i64,
+        step: f64,
+        auth: &Auth,
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut builder = self
+            .client
+            .query_range(promql, start, end, step)
+            .timeout(i64::try_from(self.timeout.as_millis().max(1)).unwrap_or(i64::MAX));
+        for (name, value) in &self.request_headers(auth)? {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        self.read(builder.post_raw().await).await
+    }
+
+    async fn read(
+        &self,
+        sent: std::result::Result<reqwest::Response, prometheus_http_query::Error>,
+    ) -> Result<(u16, Vec<u8>)> {
+        let resp = sent.map_err(|e| self.client_error(&e))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Ok((status, bytes.to_vec()))
     }
 
     /// Ask once for `vector(1)`, the way the cycles query (client, TLS, credentials, headers,
     /// timeout): `l3 run` checks at start that Prometheus can be used at all.
     pub async fn probe(&self) -> Result<()> {
         let auth = self.auth()?;
-        let resp = self
-            .request("query=vector(1)".to_owned(), &auth)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-        decode_answer(status, &bytes, true).map(|_| ())
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let (status, body) = self.post_instant("vector(1)", now, &auth).await?;
+        decode_answer(status, &body, true).map(|_| ())
     }
 
     async fn run(&self, q: &PlannedQuery, time: f64, auth: &Auth) -> Result<Vec<Series>> {
         let started = Instant::now();
-        let mut body = String::new();
-        form_pair(&mut body, "query", &q.promql);
-        body.push('&');
-        form_pair(&mut body, "time", &format!("{time:.3}"));
-        body.push('&');
-        form_pair(
-            &mut body,
-            "timeout",
-            &format!("{}ms", self.timeout.as_millis().max(1)),
-        );
-        let req = self.request(body, auth);
         let result = async {
-            let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
-            let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-            decode_answer(status, &bytes, self.config.accept_warnings)
+            let (status, body) = self.post_instant(&q.promql, time, auth).await?;
+            decode_answer(status, &body, self.config.accept_warnings)
         }
         .await;
         self.telemetry
             .observe(q.signal, started.elapsed().as_secs_f64());
         result
+    }
+
+    fn client_error(&self, e: &prometheus_http_query::Error) -> Error {
+        match e {
+            prometheus_http_query::Error::Client(c) => match c.inner() {
+                Some(inner) => self.transport_error(inner),
+                None => Error::Http {
+                    status: 0,
+                    message: c.to_string(),
+                },
+            },
+            other => Error::Http {
+                status: 0,
+                message: other.to_string(),
+            },
+        }
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Error {
@@ -427,8 +577,73 @@ impl PrometheusSource {
         }
     }
 
+    /// The scrape interval of a group's series: configured, else learned from the spacing of
+    /// the raw samples of its first few backends' request counters (cached for
+    /// [`SCRAPE_INTERVAL_TTL`]; retried after [`SCRAPE_INTERVAL_RETRY`] when unknown). A probe
+    /// that fails is logged and leaves the interval unknown; it never fails the signals.
+    pub(crate) async fn scrape_interval(
+        &self,
+        group: &RequestGroup,
+        time: f64,
+        auth: &Auth,
+    ) -> Option<f64> {
+        if let Some(s) = self.config.scrape_interval_secs {
+            return Some(s);
+        }
+        let mut probe: Vec<BackendKey> = group.backends.clone();
+        probe.sort();
+        probe.dedup();
+        probe.truncate(SCRAPE_PROBE_BACKENDS);
+        if probe.is_empty() {
+            return None;
+        }
+        let cached = self
+            .scrape_intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&probe)
+            .copied();
+        if let Some((at, value)) = cached {
+            let ttl = if value.is_some() {
+                SCRAPE_INTERVAL_TTL
+            } else {
+                SCRAPE_INTERVAL_RETRY
+            };
+            if at.elapsed() < ttl {
+                return value;
+            }
+        }
+        let promql = scrape_probe(&self.config, &probe, SCRAPE_PROBE_RANGE_SECS);
+        let learned = match self
+            .post_instant(&promql, time, auth)
+            .await
+            .and_then(|(status, body)| decode_matrix(status, &body, self.config.accept_warnings))
+        {
+            Ok(series) => sample_spacing(&series),
+            Err(e) => {
+                warn!(reason = e.reason(), error = %e, "cannot learn the scrape interval");
+                None
+            }
+        };
+        debug!(?learned, "scrape interval measured");
+        self.scrape_intervals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(probe, (Instant::now(), learned));
+        learned
+    }
+
     async fn fetch_all(&self, request: &SignalRequest) -> Snapshot {
         let timestamp = now_secs();
+        let auth = self.auth();
+        let mut windows = Vec::with_capacity(request.groups.len());
+        for g in &request.groups {
+            let scrape = match &auth {
+                Ok(a) => self.scrape_interval(g, timestamp, a).await,
+                Err(_) => self.config.scrape_interval_secs,
+            };
+            windows.push(resolve_window(g.window, scrape));
+        }
         let mut groups: Vec<_> = request
             .groups
             .iter()
@@ -440,7 +655,7 @@ impl PrometheusSource {
             })
             .collect();
         let mut errors = Vec::new();
-        let plan = plan(&self.config, request);
+        let plan = plan_with(&self.config, request, &windows);
         let queries = plan.queries.len();
         for (gi, e) in &plan.invalid_groups {
             for signal in SignalKind::ALL {
@@ -450,7 +665,7 @@ impl PrometheusSource {
                 *s = BackendSignals::all(Outcome::QueryFailed);
             }
         }
-        let results: Vec<(PlannedQuery, Result<Vec<Series>>)> = match self.auth() {
+        let results: Vec<(PlannedQuery, Result<Vec<Series>>)> = match auth {
             Ok(auth) => {
                 let auth = &auth;
                 futures::stream::iter(plan.queries)
@@ -518,6 +733,7 @@ impl PrometheusSource {
             timestamp,
             groups,
             errors,
+            windows,
         }
     }
 }
@@ -528,23 +744,6 @@ fn query_error(group: usize, signal: SignalKind, e: &Error, suffix: &str) -> Que
         signal: signal.as_str(),
         reason: e.reason(),
         message: format!("{e}{suffix}"),
-    }
-}
-
-/// Append `key=value`, form-urlencoded (RFC 3986 unreserved characters kept, the rest
-/// percent-encoded; Prometheus decodes `%20` as a space).
-fn form_pair(out: &mut String, key: &str, value: &str) {
-    for (i, part) in [key, value].into_iter().enumerate() {
-        if i == 1 {
-            out.push('=');
-        }
-        for b in part.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(b as char);
-            } else {
-                let _ = write!(out, "%{b:02X}");
-            }
-        }
     }
 }
 
@@ -578,16 +777,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn form_encoding_escapes_everything_but_unreserved() {
-        let mut s = String::new();
-        form_pair(&mut s, "query", "sum by (a) (x{b=~\"c|d\"}) + 1&z");
-        assert_eq!(
-            s,
-            "query=sum%20by%20%28a%29%20%28x%7Bb%3D~%22c%7Cd%22%7D%29%20%2B%201%26z"
-        );
-    }
-
     fn args(extra: &[&str]) -> PrometheusArgs {
         #[derive(clap::Parser)]
         struct Cli {
@@ -601,28 +790,35 @@ mod tests {
 
     #[test]
     fn config_from_flags() {
-        let c = PrometheusConfig::from_args(
-            &args(&[
-                "--prometheus-url",
-                "http://127.0.0.1:9/prom/",
-                "--prometheus-header",
-                "X-Scope-OrgID: tenant-1",
-                "--prometheus-timeout",
-                "750ms",
-            ]),
-            SourceConfig::default(),
-        )
+        let c = PrometheusConfig::from_args(&args(&[
+            "--prometheus-url",
+            "http://127.0.0.1:9/prom/",
+            "--prometheus-header",
+            "X-Scope-OrgID: tenant-1",
+            "--prometheus-timeout",
+            "750ms",
+        ]))
         .unwrap();
+        assert_eq!(c.source, SourceConfig::default());
+        let istio = PrometheusConfig::from_args(&args(&[
+            "--metrics-profile",
+            "istio",
+            "--prometheus-scrape-interval",
+            "15s",
+        ]))
+        .unwrap();
+        assert_eq!(istio.source.request_metric, "istio_requests_total");
+        assert_eq!(istio.source.scrape_interval_secs, Some(15.0));
+        let e = PrometheusConfig::from_args(&args(&["--prometheus-scrape-interval", "often"]))
+            .unwrap_err();
+        assert!(e.to_string().contains("prometheus_scrape_interval"), "{e}");
         assert_eq!(c.headers, vec![("X-Scope-OrgID".into(), "tenant-1".into())]);
         assert_eq!(c.timeout, Duration::from_millis(750));
         let s = PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
-        assert_eq!(s.query_url, "http://127.0.0.1:9/prom/api/v1/query");
+        assert_eq!(s.client.base_url().as_str(), "http://127.0.0.1:9/prom");
 
-        let e = PrometheusConfig::from_args(
-            &args(&["--prometheus-header", "no-colon"]),
-            SourceConfig::default(),
-        )
-        .unwrap_err();
+        let e =
+            PrometheusConfig::from_args(&args(&["--prometheus-header", "no-colon"])).unwrap_err();
         assert!(e.to_string().contains("prometheus_header"), "{e}");
     }
 
@@ -658,6 +854,43 @@ mod tests {
         let mut c = PrometheusConfig::new("https://prometheus.example:9090");
         c.ca_file = Some(ca);
         PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
+    }
+
+    #[test]
+    fn sample_spacing_is_the_median_gap_snapped_to_whole_seconds() {
+        let series = |times: &[f64]| RangeSeries {
+            labels: Default::default(),
+            samples: times.iter().map(|&t| (t, 1.0)).collect(),
+        };
+        // Jitter of a loaded server, and one missed scrape.
+        let jittery = series(&[0.0, 10.021, 20.05, 40.06, 50.08, 60.1]);
+        assert_eq!(sample_spacing(&[jittery]), Some(10.0));
+        assert_eq!(sample_spacing(&[series(&[0.0, 2.5, 5.0, 7.5])]), Some(2.5));
+        assert_eq!(sample_spacing(&[series(&[0.0, 0.5, 1.0])]), Some(0.5));
+        assert_eq!(sample_spacing(&[series(&[3.0]), series(&[])]), None);
+        // The median over all series: one slow series does not decide.
+        let fast = series(&[0.0, 1.0, 2.0, 3.0]);
+        let slow = series(&[0.0, 30.0]);
+        assert_eq!(sample_spacing(&[fast, slow]), Some(1.0));
+    }
+
+    #[test]
+    fn a_credential_that_cannot_be_a_header_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "first line\nsecond line").unwrap();
+        let mut c = PrometheusConfig::new("http://127.0.0.1:9");
+        c.bearer_token_file = Some(token);
+        let s = PrometheusSource::new(c, &::prometheus::Registry::new()).unwrap();
+        let auth = s.auth().unwrap();
+        let e = s.request_headers(&auth).unwrap_err();
+        assert_eq!(e.reason(), "credentials");
+        assert!(e.to_string().contains("token"), "{e}");
+        let h = s
+            .request_headers(&Auth::Basic("l3".into(), "pw".into()))
+            .unwrap();
+        assert_eq!(h[AUTHORIZATION], "Basic bDM6cHc=");
+        assert!(h[AUTHORIZATION].is_sensitive());
     }
 
     #[test]

@@ -40,12 +40,29 @@
 //!   churn), averages over the query window like the other three signals, and cannot drift.
 //!   Its limit: it counts time to first byte (what the histogram measures), so streaming
 //!   responses count as finished once their headers arrive.
+//!
+//! # The Istio profile ([`MetricsProfile::Istio`], `--metrics-profile istio`)
+//!
+//! Istio's standard metrics as the client's sidecar reports them: `SEL` is
+//! `reporter="source", destination_service_namespace=~"…", destination_service_name=~"…"`.
+//!
+//! - latency: `histogram_quantile(Q, sum by (le, destination_service_namespace,
+//!   destination_service_name) (rate(istio_request_duration_milliseconds_bucket{SEL,
+//!   response_code!~"5.."}[W])))`, ms → s. Istio's default buckets end at 3,600,000 ms.
+//! - success rate: `sum by (…, response_code) (rate(istio_requests_total{SEL}[W]))`; Istio has
+//!   no classification label, so the decoder counts a response as failed when its code is 5xx
+//!   (Istio's own dashboards' "non-5xx" success rate) or `0` (no response at all: the
+//!   connection was reset or timed out before one came).
+//! - RPS: `sum by (…) (rate(istio_requests_total{SEL}[W]))`.
+//! - in-flight: Little's law over `istio_request_duration_milliseconds_sum`, as for Linkerd.
+//!   Istio has no separate request and response counters, so the instant estimator is refused.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::{BackendKey, Error, RequestGroup, Result, SignalRequest};
+use super::{BackendKey, Error, QueryWindow, RequestGroup, Result, SignalRequest, WindowInfo};
+use crate::algorithm::window;
 
 /// Default histogram of response latency (Linkerd proxy, milliseconds).
 pub const DEFAULT_LATENCY_BUCKET_METRIC: &str = "response_latency_ms_bucket";
@@ -77,6 +94,56 @@ pub const DEFAULT_LATENCY_LAST_FINITE_BUCKET: f64 = 50_000.0;
 pub const DEFAULT_MAX_QUERY_BYTES: usize = 128 * 1024;
 /// Default number of queries in flight at once.
 pub const DEFAULT_MAX_CONCURRENT_QUERIES: usize = 8;
+
+/// Istio's request duration histogram (milliseconds).
+pub const ISTIO_LATENCY_BUCKET_METRIC: &str = "istio_request_duration_milliseconds_bucket";
+/// Sum series of Istio's request duration histogram.
+pub const ISTIO_LATENCY_SUM_METRIC: &str = "istio_request_duration_milliseconds_sum";
+/// Istio's request counter (one series per response code).
+pub const ISTIO_REQUEST_METRIC: &str = "istio_requests_total";
+/// Istio's label naming the destination Service's namespace.
+pub const ISTIO_NAMESPACE_LABEL: &str = "destination_service_namespace";
+/// Istio's label naming the destination Service.
+pub const ISTIO_SERVICE_LABEL: &str = "destination_service_name";
+/// Istio's label carrying the HTTP status (`0` when no response came).
+pub const ISTIO_RESPONSE_CODE_LABEL: &str = "response_code";
+/// Istio's last finite default duration bucket, ms (one hour).
+pub const ISTIO_LATENCY_LAST_FINITE_BUCKET: f64 = 3_600_000.0;
+
+/// Which mesh's standard metrics the source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MetricsProfile {
+    /// Linkerd proxy metrics (`response_latency_ms`, `response_total`, `request_total`,
+    /// `dst_namespace`, `dst_service`).
+    #[default]
+    Linkerd,
+    /// Istio standard metrics (`istio_requests_total`, `istio_request_duration_milliseconds`,
+    /// `destination_service_namespace`, `destination_service_name`, `reporter="source"`).
+    Istio,
+}
+
+/// How the success-rate query's series are told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuccessRule {
+    /// A success when the classification label has exactly this value (Linkerd's
+    /// `classification="success"`).
+    Equals(String),
+    /// A success unless the label (an HTTP status) is 5xx or `0` (Istio's `response_code`).
+    NotServerError,
+}
+
+impl SuccessRule {
+    /// Whether a series with this label value counts as successful responses.
+    pub fn is_success(&self, value: Option<&str>) -> bool {
+        match self {
+            Self::Equals(v) => value == Some(v.as_str()),
+            Self::NotServerError => match value {
+                None | Some("0") => false,
+                Some(code) => !(code.len() == 3 && code.starts_with('5')),
+            },
+        }
+    }
+}
 
 /// The four signals the source fetches, one query each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -197,8 +264,8 @@ pub struct SourceConfig {
     pub service_label: String,
     /// Label classifying responses (default `classification`).
     pub classification_label: String,
-    /// Classification value of a success (default `success`).
-    pub success_value: String,
+    /// Which values of the classification label are successes (default: `success`).
+    pub success: SuccessRule,
     /// Matchers added to every selector (default `direction="outbound"`).
     pub matchers: Vec<Matcher>,
     /// Matchers added to the latency selector only, to keep successful requests (default
@@ -210,6 +277,9 @@ pub struct SourceConfig {
     pub max_query_bytes: usize,
     /// Queries in flight at once.
     pub max_concurrent_queries: usize,
+    /// Scrape interval of the queried series, seconds; `None` (default): learned from the
+    /// spacing of their samples (see [`super::prometheus`]).
+    pub scrape_interval_secs: Option<f64>,
     /// Use answers that carry warnings (e.g. Thanos partial responses). Off by default: a
     /// partial answer may aggregate over only some clusters' proxies and look plausible while
     /// being wrong, so it counts as a failed query.
@@ -228,7 +298,7 @@ impl Default for SourceConfig {
             namespace_label: DEFAULT_NAMESPACE_LABEL.to_owned(),
             service_label: DEFAULT_SERVICE_LABEL.to_owned(),
             classification_label: DEFAULT_CLASSIFICATION_LABEL.to_owned(),
-            success_value: DEFAULT_SUCCESS_VALUE.to_owned(),
+            success: SuccessRule::Equals(DEFAULT_SUCCESS_VALUE.to_owned()),
             matchers: vec![Matcher::new("direction", MatchOp::Equal, "outbound")],
             latency_matchers: vec![Matcher::new(
                 DEFAULT_STATUS_CODE_LABEL,
@@ -238,7 +308,35 @@ impl Default for SourceConfig {
             inflight: InflightEstimator::default(),
             max_query_bytes: DEFAULT_MAX_QUERY_BYTES,
             max_concurrent_queries: DEFAULT_MAX_CONCURRENT_QUERIES,
+            scrape_interval_secs: None,
             accept_warnings: false,
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The defaults for a mesh's standard metrics.
+    pub fn for_profile(profile: MetricsProfile) -> Self {
+        match profile {
+            MetricsProfile::Linkerd => Self::default(),
+            MetricsProfile::Istio => Self {
+                latency_bucket_metric: ISTIO_LATENCY_BUCKET_METRIC.to_owned(),
+                latency_sum_metric: ISTIO_LATENCY_SUM_METRIC.to_owned(),
+                latency_last_finite_bucket: Some(ISTIO_LATENCY_LAST_FINITE_BUCKET),
+                response_metric: ISTIO_REQUEST_METRIC.to_owned(),
+                request_metric: ISTIO_REQUEST_METRIC.to_owned(),
+                namespace_label: ISTIO_NAMESPACE_LABEL.to_owned(),
+                service_label: ISTIO_SERVICE_LABEL.to_owned(),
+                classification_label: ISTIO_RESPONSE_CODE_LABEL.to_owned(),
+                success: SuccessRule::NotServerError,
+                matchers: vec![Matcher::new("reporter", MatchOp::Equal, "source")],
+                latency_matchers: vec![Matcher::new(
+                    ISTIO_RESPONSE_CODE_LABEL,
+                    MatchOp::NotRegex,
+                    "5..",
+                )],
+                ..Self::default()
+            },
         }
     }
 }
@@ -316,6 +414,24 @@ impl SourceConfig {
                 b,
             ));
         }
+        if self.inflight == InflightEstimator::Instant
+            && self.request_metric == self.response_metric
+        {
+            return Err(config_error(
+                "inflight",
+                "Little's law when requests and responses share one counter (Istio)",
+                "instant",
+            ));
+        }
+        if let Some(s) = self.scrape_interval_secs
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(config_error(
+                "scrape_interval_secs",
+                "a positive number of seconds",
+                s,
+            ));
+        }
         if self.max_query_bytes < 1024 {
             return Err(config_error(
                 "max_query_bytes",
@@ -383,14 +499,8 @@ fn alternation<'a>(values: impl Iterator<Item = &'a str>) -> String {
     out
 }
 
-/// The PromQL of one signal over one chunk of backends.
-pub fn build(
-    config: &SourceConfig,
-    signal: SignalKind,
-    quantile: f64,
-    window_secs: u64,
-    backends: &[BackendKey],
-) -> String {
+/// The label matchers selecting `backends`' series (without braces).
+fn selector(config: &SourceConfig, backends: &[BackendKey]) -> String {
     let namespaces: BTreeSet<&str> = backends.iter().map(|b| b.namespace.as_str()).collect();
     let services: BTreeSet<&str> = backends.iter().map(|b| b.service.as_str()).collect();
     let mut sel = String::new();
@@ -411,6 +521,28 @@ pub fn build(
         &alternation(services.into_iter()),
     )
     .render(&mut sel);
+    sel
+}
+
+/// Raw samples of the request counter of `backends` over the last `range_secs`: the spacing of
+/// their timestamps is the scrape interval.
+pub fn scrape_probe(config: &SourceConfig, backends: &[BackendKey], range_secs: u64) -> String {
+    format!(
+        "{}{{{}}}[{range_secs}s]",
+        config.request_metric,
+        selector(config, backends)
+    )
+}
+
+/// The PromQL of one signal over one chunk of backends.
+pub fn build(
+    config: &SourceConfig,
+    signal: SignalKind,
+    quantile: f64,
+    window_secs: u64,
+    backends: &[BackendKey],
+) -> String {
+    let sel = selector(config, backends);
     let by = format!("{}, {}", config.namespace_label, config.service_label);
     let mut q = String::new();
     // `write!` into a String cannot fail.
@@ -541,24 +673,64 @@ fn check_group(g: &RequestGroup) -> Result<()> {
             g.quantile
         )));
     }
-    if g.window_secs == 0 {
+    if g.window == QueryWindow::Secs(0) {
         return Err(Error::InvalidGroup(
-            "field `window_secs`: expected at least 1 second, got 0".into(),
+            "field `window`: expected at least 1 second, got 0".into(),
         ));
     }
     Ok(())
 }
 
-/// Plan a cycle: the number of queries is 4 × chunks, independent of the number of backends
-/// until a query would exceed [`SourceConfig::max_query_bytes`].
+/// Scrape interval assumed while it is unknown (nothing learned yet, and none configured):
+/// linkerd-viz's Prometheus scrapes every 10 s. Unknown means no samples were found, so the
+/// signals are missing anyway; the assumption only sizes the `auto` window meanwhile.
+pub const ASSUMED_SCRAPE_INTERVAL_SECS: f64 = 10.0;
+
+/// The window a group is queried with, for a scrape interval (`None`: unknown), by the rule of
+/// [`crate::algorithm::window`].
+pub fn resolve_window(requested: QueryWindow, scrape_interval_secs: Option<f64>) -> WindowInfo {
+    match requested {
+        QueryWindow::Auto => WindowInfo {
+            scrape_interval_secs,
+            window_secs: window::auto_window(
+                scrape_interval_secs.unwrap_or(ASSUMED_SCRAPE_INTERVAL_SECS),
+            )
+            .ceil() as u64,
+            too_short: false,
+        },
+        QueryWindow::Secs(w) => WindowInfo {
+            scrape_interval_secs,
+            window_secs: w,
+            too_short: scrape_interval_secs.is_some_and(|s| !window::window_fits(w as f64, s)),
+        },
+    }
+}
+
+/// Plan a cycle with the configured scrape interval (or the assumed one); see [`plan_with`].
 pub fn plan(config: &SourceConfig, request: &SignalRequest) -> Plan {
+    let windows: Vec<WindowInfo> = request
+        .groups
+        .iter()
+        .map(|g| resolve_window(g.window, config.scrape_interval_secs))
+        .collect();
+    plan_with(config, request, &windows)
+}
+
+/// Plan a cycle whose groups use `windows` (one per group): the number of queries is
+/// 4 × chunks, independent of the number of backends until a query would exceed
+/// [`SourceConfig::max_query_bytes`].
+pub fn plan_with(config: &SourceConfig, request: &SignalRequest, windows: &[WindowInfo]) -> Plan {
     let mut out = Plan::default();
     for (gi, g) in request.groups.iter().enumerate() {
         if let Err(e) = check_group(g) {
             out.invalid_groups.push((gi, e));
             continue;
         }
-        for (ci, backends) in chunk(config, g.quantile, g.window_secs, &g.backends)
+        let window_secs = windows.get(gi).map_or_else(
+            || resolve_window(g.window, None).window_secs,
+            |w| w.window_secs,
+        );
+        for (ci, backends) in chunk(config, g.quantile, window_secs, &g.backends)
             .into_iter()
             .enumerate()
         {
@@ -568,7 +740,7 @@ pub fn plan(config: &SourceConfig, request: &SignalRequest) -> Plan {
                     group: gi,
                     chunk: ci,
                     signal,
-                    promql: build(config, signal, g.quantile, g.window_secs, &backends),
+                    promql: build(config, signal, g.quantile, window_secs, &backends),
                     backends: Arc::clone(&backends),
                 });
             }
@@ -585,7 +757,7 @@ mod tests {
     fn plan_is_four_queries_per_group_and_refuses_bad_groups() {
         let g = |q: f64, w: u64, n: usize| RequestGroup {
             quantile: q,
-            window_secs: w,
+            window: QueryWindow::Secs(w),
             backends: (0..n).map(|i| key("p", &format!("s{i}"))).collect(),
         };
         let req = SignalRequest {
@@ -602,7 +774,7 @@ mod tests {
         let bad: Vec<usize> = p.invalid_groups.iter().map(|(i, _)| *i).collect();
         assert_eq!(bad, vec![2, 3]);
         assert!(p.invalid_groups[0].1.to_string().contains("quantile"));
-        assert!(p.invalid_groups[1].1.to_string().contains("window_secs"));
+        assert!(p.invalid_groups[1].1.to_string().contains("window"));
     }
 
     fn key(ns: &str, svc: &str) -> BackendKey {
@@ -672,6 +844,60 @@ mod tests {
             build(&c, SignalKind::Inflight, 0.99, 10, &b),
             r#"sum by (dst_namespace, dst_service) (request_total{direction="outbound", dst_namespace=~"n", dst_service=~"s"}) - sum by (dst_namespace, dst_service) (response_total{direction="outbound", dst_namespace=~"n", dst_service=~"s"})"#
         );
+    }
+
+    #[test]
+    fn windows_follow_the_scrape_interval() {
+        let auto = resolve_window(QueryWindow::Auto, Some(10.0));
+        assert_eq!((auto.window_secs, auto.too_short), (40, false));
+        assert_eq!(resolve_window(QueryWindow::Auto, Some(1.0)).window_secs, 10);
+        assert_eq!(resolve_window(QueryWindow::Auto, Some(2.6)).window_secs, 11);
+        assert_eq!(resolve_window(QueryWindow::Auto, None).window_secs, 40);
+        assert!(resolve_window(QueryWindow::Secs(10), Some(10.0)).too_short);
+        assert!(!resolve_window(QueryWindow::Secs(20), Some(10.0)).too_short);
+        assert!(!resolve_window(QueryWindow::Secs(10), None).too_short);
+    }
+
+    #[test]
+    fn istio_profile_queries() {
+        let c = SourceConfig::for_profile(MetricsProfile::Istio);
+        c.validate().unwrap();
+        let b = [key("shop", "cart")];
+        let q = |s| build(&c, s, 0.99, 40, &b);
+        assert_eq!(
+            q(SignalKind::Latency),
+            r#"histogram_quantile(0.99, sum by (le, destination_service_namespace, destination_service_name) (rate(istio_request_duration_milliseconds_bucket{reporter="source", destination_service_namespace=~"shop", destination_service_name=~"cart", response_code!~"5.."}[40s])))"#
+        );
+        assert_eq!(
+            q(SignalKind::SuccessRate),
+            r#"sum by (destination_service_namespace, destination_service_name, response_code) (rate(istio_requests_total{reporter="source", destination_service_namespace=~"shop", destination_service_name=~"cart"}[40s]))"#
+        );
+        assert_eq!(
+            q(SignalKind::Rps),
+            r#"sum by (destination_service_namespace, destination_service_name) (rate(istio_requests_total{reporter="source", destination_service_namespace=~"shop", destination_service_name=~"cart"}[40s]))"#
+        );
+        assert_eq!(
+            q(SignalKind::Inflight),
+            r#"sum by (destination_service_namespace, destination_service_name) (rate(istio_request_duration_milliseconds_sum{reporter="source", destination_service_namespace=~"shop", destination_service_name=~"cart"}[40s]))"#
+        );
+        let instant = SourceConfig {
+            inflight: InflightEstimator::Instant,
+            ..c
+        };
+        assert!(
+            instant
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("inflight")
+        );
+        for (code, ok) in [("200", true), ("404", true), ("503", false), ("0", false)] {
+            assert_eq!(
+                SuccessRule::NotServerError.is_success(Some(code)),
+                ok,
+                "{code}"
+            );
+        }
     }
 
     #[test]

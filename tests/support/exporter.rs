@@ -2,6 +2,10 @@
 //! `request_total`, `response_total` (`classification`, `status_code`) and the
 //! `response_latency_ms` histogram (with `status_code`, Linkerd's exact bucket bounds), with
 //! counters that advance in real time at programmable rates so that PromQL answers are known.
+//! [`Exporter::start_istio`] renders the same model in Istio's standard metrics instead:
+//! `istio_requests_total` and `istio_request_duration_milliseconds` (Istio's default buckets),
+//! `reporter="source"` for outbound and `"destination"` for inbound, `response_code`,
+//! `destination_service_name`/`destination_service_namespace`; failures answer 503.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -17,6 +21,30 @@ pub const BUCKETS_MS: [f64; 25] = [
     1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
     1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
 ];
+
+/// Istio's default request duration buckets, ms (the `+Inf` bucket follows).
+pub const ISTIO_BUCKETS_MS: [f64; 18] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Which mesh's metrics the exporter renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Linkerd proxy metrics.
+    Linkerd,
+    /// Istio standard metrics.
+    Istio,
+}
+
+impl Format {
+    fn bounds(self) -> &'static [f64] {
+        match self {
+            Self::Linkerd => &BUCKETS_MS,
+            Self::Istio => &ISTIO_BUCKETS_MS,
+        }
+    }
+}
 
 /// What one backend's clients see, per second.
 #[derive(Debug, Clone)]
@@ -72,8 +100,8 @@ struct Counters {
     requests: f64,
     ok: f64,
     fail: f64,
-    ok_buckets: [f64; 25],
-    fail_buckets: [f64; 25],
+    ok_buckets: Vec<f64>,
+    fail_buckets: Vec<f64>,
     ok_sum: f64,
     fail_sum: f64,
 }
@@ -92,6 +120,7 @@ struct Backend {
 
 #[derive(Debug)]
 struct Model {
+    format: Format,
     backends: Vec<Backend>,
     last: Instant,
     rng: Rng,
@@ -144,7 +173,7 @@ impl Model {
             c.fail += fail;
             c.ok_sum += ok * p.ok_mean_ms * latency_scale;
             c.fail_sum += fail * p.fail_ms;
-            for (i, &le) in BUCKETS_MS.iter().enumerate() {
+            for (i, &le) in self.format.bounds().iter().enumerate() {
                 let fraction = if b.jitter > 0.0 {
                     p.smooth_fraction_at(le / latency_scale)
                 } else {
@@ -158,7 +187,64 @@ impl Model {
         }
     }
 
+    fn render_istio(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE istio_requests_total counter\n");
+        fn series(b: &Backend) -> Vec<(&'static str, &Vec<f64>, f64, f64)> {
+            let c = &b.counters;
+            let mut v = vec![("200", &c.ok_buckets, c.ok, c.ok_sum)];
+            if c.fail > 0.0 {
+                v.push(("503", &c.fail_buckets, c.fail, c.fail_sum));
+            }
+            v
+        }
+        for b in &self.backends {
+            for pod in 0..b.pods {
+                let share = 1.0 / f64::from(b.pods);
+                for (code, _, count, _) in series(b) {
+                    let l = istio_labels(b, pod, code);
+                    let _ = writeln!(out, "istio_requests_total{{{l}}} {}", count * share);
+                }
+            }
+        }
+        out.push_str("# TYPE istio_request_duration_milliseconds histogram\n");
+        for b in &self.backends {
+            for pod in 0..b.pods {
+                let share = 1.0 / f64::from(b.pods);
+                for (code, buckets, count, sum) in series(b) {
+                    let l = istio_labels(b, pod, code);
+                    for (i, le) in ISTIO_BUCKETS_MS.iter().enumerate() {
+                        let _ = writeln!(
+                            out,
+                            "istio_request_duration_milliseconds_bucket{{{l},le=\"{le}\"}} {}",
+                            buckets[i] * share
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "istio_request_duration_milliseconds_bucket{{{l},le=\"+Inf\"}} {}",
+                        count * share
+                    );
+                    let _ = writeln!(
+                        out,
+                        "istio_request_duration_milliseconds_sum{{{l}}} {}",
+                        sum * share
+                    );
+                    let _ = writeln!(
+                        out,
+                        "istio_request_duration_milliseconds_count{{{l}}} {}",
+                        count * share
+                    );
+                }
+            }
+        }
+        out
+    }
+
     fn render(&self) -> String {
+        if self.format == Format::Istio {
+            return self.render_istio();
+        }
         let mut out = String::new();
         out.push_str(
             "# HELP request_total Total count of HTTP requests.\n# TYPE request_total counter\n",
@@ -248,6 +334,23 @@ fn labels(b: &Backend, pod: u32) -> String {
     )
 }
 
+fn istio_labels(b: &Backend, pod: u32, code: &str) -> String {
+    let (ns, svc) = (&b.namespace, &b.service);
+    let reporter = if b.direction == "outbound" {
+        "source"
+    } else {
+        "destination"
+    };
+    format!(
+        "reporter=\"{reporter}\",source_workload=\"client-{pod}\",source_workload_namespace=\"clients\",\
+         source_canonical_service=\"client\",destination_workload=\"{svc}\",\
+         destination_workload_namespace=\"{ns}\",destination_service=\"{svc}.{ns}.svc.cluster.local\",\
+         destination_service_name=\"{svc}\",destination_service_namespace=\"{ns}\",\
+         destination_canonical_service=\"{svc}\",request_protocol=\"http\",response_code=\"{code}\",\
+         response_flags=\"-\",connection_security_policy=\"unknown\""
+    )
+}
+
 /// Handle to a running exporter.
 #[derive(Clone)]
 pub struct Exporter {
@@ -257,9 +360,19 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Start an exporter without backends on a free loopback port.
+    /// Start an exporter of Linkerd metrics without backends on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(Format::Linkerd).await
+    }
+
+    /// Start an exporter of Istio metrics without backends on a free loopback port.
+    pub async fn start_istio() -> Self {
+        Self::start_with(Format::Istio).await
+    }
+
+    async fn start_with(format: Format) -> Self {
         let model = Arc::new(Mutex::new(Model {
+            format,
             backends: Vec::new(),
             last: Instant::now(),
             rng: Rng(0x9E37_79B9_7F4A_7C15),
@@ -303,14 +416,15 @@ impl Exporter {
         m.advance();
         let fail = initial * (1.0 - profile.success_ratio);
         let ok = initial - fail;
-        let ok_buckets = std::array::from_fn(|i| ok * profile.fraction_at(BUCKETS_MS[i]));
-        let fail_buckets = std::array::from_fn(|i| {
-            if profile.fail_ms <= BUCKETS_MS[i] {
-                fail
-            } else {
-                0.0
-            }
-        });
+        let bounds = m.format.bounds();
+        let ok_buckets = bounds
+            .iter()
+            .map(|&le| ok * profile.fraction_at(le))
+            .collect();
+        let fail_buckets = bounds
+            .iter()
+            .map(|&le| if profile.fail_ms <= le { fail } else { 0.0 })
+            .collect();
         m.backends.push(Backend {
             namespace: namespace.into(),
             service: service.into(),

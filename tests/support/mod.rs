@@ -2,7 +2,7 @@
 //! ([`prometheus`]), a Linkerd-proxy metrics exporter ([`exporter`]), scriptable HTTP servers
 //! for the failure cases and for counting queries ([`fake`]), a real Kubernetes control plane
 //! ([`cluster`]), l3 installed into it by helm and run as real processes ([`release`]), and a
-//! TrafficSplit-driven request mix ([`mesh`]).
+//! TrafficSplit-driven request mix ([`mesh`]), and a single-node VictoriaMetrics ([`victoria`]).
 
 // Each test binary uses its own part of this shared code; the rest is dead code there.
 #![allow(dead_code)]
@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod mesh;
 pub mod prometheus;
 pub mod release;
+pub mod victoria;
 
 use std::time::{Duration, Instant};
 

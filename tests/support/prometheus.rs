@@ -2,7 +2,7 @@
 //! a temporary data dir and a 1 s scrape interval, killed on drop.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -60,50 +60,73 @@ pub struct Prometheus {
 
 impl Prometheus {
     /// Start Prometheus scraping `targets` every second and wait until it is ready (bounded).
-    pub async fn start(bin: &PathBuf, targets: &[SocketAddr]) -> Self {
+    pub async fn start(bin: &Path, targets: &[SocketAddr]) -> Self {
+        Self::start_scraping(bin, targets, 1).await
+    }
+
+    /// Start Prometheus scraping `targets` every `interval_secs` seconds (linkerd-viz: 10).
+    pub async fn start_scraping(bin: &Path, targets: &[SocketAddr], interval_secs: u32) -> Self {
+        Self::start_in(
+            bin,
+            targets,
+            interval_secs,
+            tempfile::tempdir().expect("temp dir"),
+        )
+        .await
+    }
+
+    /// Start Prometheus on a history backfilled from `openmetrics` (an OpenMetrics text with
+    /// timestamps) with `promtool tsdb create-blocks-from openmetrics`, scraping nothing.
+    pub async fn start_backfilled(bin: &Path, openmetrics: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let list = targets
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).expect("write the OpenMetrics history");
+        let promtool = bin.with_file_name("promtool");
+        assert!(
+            promtool.is_file(),
+            "no promtool beside {} (it comes with the Debian package prometheus): {INSTALL_HINT}",
+            bin.display()
         );
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&input)
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", promtool.display()));
+        assert!(
+            out.status.success(),
+            "promtool backfill failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self::start_in(bin, &[], 10, dir).await
+    }
+
+    async fn start_in(
+        bin: &Path,
+        targets: &[SocketAddr],
+        interval_secs: u32,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let log_path = dir.path().join("prometheus.log");
-        // A port can be taken between `free_port` and the bind: retry with another one.
-        for _attempt in 0..3 {
-            let port = free_port();
-            let log = std::fs::File::create(&log_path).expect("log file");
-            let mut cmd = Command::new(bin);
-            cmd.arg(format!("--config.file={}", config_path.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--log.level=warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log);
-            // Killed with the test process, however it ends (see `cluster::spawn`).
-            let mut child = super::cluster::spawn(cmd)
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let url = format!("http://127.0.0.1:{port}");
-            if wait_ready(&mut child, &url, Duration::from_secs(20)).await {
-                return Prometheus { child, url, dir };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!(
-                "prometheus did not become ready on port {port}, retrying; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        panic!("prometheus did not start after 3 attempts");
+        std::fs::write(&config_path, scrape_config(targets, interval_secs))
+            .expect("write prometheus.yml");
+        let data = dir.path().join("data");
+        let (child, url) = start_on_free_port(
+            bin,
+            &dir.path().join("prometheus.log"),
+            "/-/ready",
+            |port| {
+                vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--storage.tsdb.path={}", data.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    "--log.level=warn".into(),
+                ]
+            },
+        )
+        .await;
+        Prometheus { child, url, dir }
     }
 
     /// Stop it now (e.g. to test "Prometheus down").
@@ -113,7 +136,61 @@ impl Prometheus {
     }
 }
 
-async fn wait_ready(child: &mut Child, url: &str, limit: Duration) -> bool {
+/// A scrape config for `targets` every `interval_secs` (Prometheus' and VictoriaMetrics').
+pub fn scrape_config(targets: &[SocketAddr], interval_secs: u32) -> String {
+    let list = targets
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "global:\n  scrape_interval: {interval_secs}s\n  scrape_timeout: 1s\n\
+         scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
+    )
+}
+
+/// Start `bin` with `args(port)` on a free loopback port, its output in `log_path`, and wait
+/// (bounded) until `ready_path` answers 2xx: the child and its base URL. A port can be taken
+/// between `free_port` and the bind: up to three attempts, each on another port. The child is
+/// killed with the test process, however it ends (see `cluster::spawn`).
+pub async fn start_on_free_port(
+    bin: &Path,
+    log_path: &Path,
+    ready_path: &str,
+    args: impl Fn(u16) -> Vec<String>,
+) -> (Child, String) {
+    for _attempt in 0..3 {
+        let port = free_port();
+        let log = std::fs::File::create(log_path).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.args(args(port))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        let mut child = super::cluster::spawn(cmd)
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let url = format!("http://127.0.0.1:{port}");
+        if wait_ready(
+            &mut child,
+            &format!("{url}{ready_path}"),
+            Duration::from_secs(20),
+        )
+        .await
+        {
+            return (child, url);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!(
+            "{} did not become ready on port {port}, retrying; log:\n{}",
+            bin.display(),
+            std::fs::read_to_string(log_path).unwrap_or_default()
+        );
+    }
+    panic!("{} did not start after 3 attempts", bin.display());
+}
+
+async fn wait_ready(child: &mut Child, ready_url: &str, limit: Duration) -> bool {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -121,7 +198,7 @@ async fn wait_ready(child: &mut Child, url: &str, limit: Duration) -> bool {
             return false;
         }
         if let Ok(r) = client
-            .get(format!("{url}/-/ready"))
+            .get(ready_url)
             .timeout(Duration::from_millis(500))
             .send()
             .await
