@@ -44,10 +44,30 @@ pub fn binary() -> Option<PathBuf> {
     panic!("no `prometheus` binary found: {INSTALL_HINT}");
 }
 
-/// A free loopback port (bound then released; Prometheus binds it right after).
+/// Ports handed to child servers come from below Linux's ephemeral range (32768-60999 by
+/// default). A port from `bind(0)` is ephemeral, and between its release and the child's bind
+/// any outgoing connection on the machine (the control plane's own clients among them) may
+/// take it as its local port: the API server then dies with "address already in use". Below
+/// the range only another listener can collide, and the start here is random per call.
+const CHILD_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free loopback port for a child server (checked by binding it, then released; the child
+/// binds it right after).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
-    l.local_addr().expect("local addr").port()
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let span = u64::from(CHILD_PORTS.end - CHILD_PORTS.start);
+    let start = h.finish() % span;
+    for i in 0..span {
+        let port = CHILD_PORTS.start + u16::try_from((start + i) % span).expect("span < 2^16");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {CHILD_PORTS:?}");
 }
 
 /// A running Prometheus.
