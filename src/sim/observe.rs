@@ -4,10 +4,11 @@
 //! Each client group's proxies count, per backend, requests sent, responses by classification,
 //! and the latency of successful responses in Linkerd's `response_latency_ms` buckets
 //! (the linkerd2-proxy's outbound metrics). Every scrape interval those cumulative counters are recorded; at each
-//! control tick the query evaluates, over the range window, `rate()` with Prometheus'
-//! extrapolation, `histogram_quantile()` with its linear interpolation inside a bucket, the
-//! success ratio, and in-flight as `request_total - response_total` at the latest scrape. So
-//! bucket quantisation and window lag reach the policy as they would in a cluster.
+//! control tick the query evaluates, over the range window and exactly the samples inside it,
+//! `rate()` with Prometheus' extrapolation per target summed over targets,
+//! `histogram_quantile()` with its linear interpolation inside a bucket, the success ratio, and
+//! in-flight as `request_total - response_total` at the latest scrape. So scrape phases, bucket
+//! quantisation and window lag reach the policy as they would in a cluster.
 
 use crate::state::BackendSample;
 
@@ -190,22 +191,45 @@ impl Scrape {
 }
 
 /// The per-backend samples the operator's queries return at `now` over the scrapes inside
-/// `(now - window, now]`; a signal Prometheus would have no value for is `None`.
+/// `(now - window, now]` of one target; a signal Prometheus would have no value for is `None`.
 pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<BackendSample> {
+    query_targets(&[scrapes], now, window, backends)
+}
+
+/// Like [`query`] over several targets (client proxies, each scraped at its own phase), as
+/// `sum by (dst) (rate(...[window]))`: each target's series is rated over its own samples and
+/// the rates of the targets that have one are summed (a target with fewer than two samples in
+/// the window contributes nothing, as in PromQL). The latency quantiles come from the summed
+/// bucket rates; in-flight sums each target's latest sample at or before `now`.
+pub fn query_targets(
+    targets: &[&[Scrape]],
+    now: f64,
+    window: f64,
+    backends: usize,
+) -> Vec<BackendSample> {
     let start = now - window;
-    let inside: Vec<&Scrape> = scrapes
+    let inside: Vec<Vec<&Scrape>> = targets
         .iter()
-        .filter(|s| s.t > start && s.t <= now)
+        .map(|t| t.iter().filter(|s| s.t > start && s.t <= now).collect())
         .collect();
-    let rate = |get: &dyn Fn(&Scrape) -> f64| -> Option<f64> {
-        let pts: Vec<(f64, f64)> = inside.iter().map(|s| (s.t, get(s))).collect();
-        extrapolated_rate(&pts, start, now)
+    let mut pts: Vec<(f64, f64)> = Vec::new();
+    // sum over targets of rate(get) ; None when no target has a rate.
+    let mut sum_rate = |get: &dyn Fn(&Scrape) -> f64| -> Option<f64> {
+        let mut total: Option<f64> = None;
+        for target in &inside {
+            pts.clear();
+            pts.extend(target.iter().map(|s| (s.t, get(s))));
+            if let Some(r) = extrapolated_rate(&pts, start, now) {
+                *total.get_or_insert(0.0) += r;
+            }
+        }
+        total
     };
     (0..backends)
         .map(|b| {
-            let rps = rate(&|s| s.requests[b]);
-            let ok = rate(&|s| s.successes[b]);
-            let failed = rate(&|s| s.failures[b]);
+            let rps = sum_rate(&|s| s.requests[b]);
+            let ok = sum_rate(&|s| s.successes[b]);
+            let failed = sum_rate(&|s| s.failures[b]);
             let success_rate = match (ok, failed) {
                 (Some(o), Some(f)) if o + f > 0.0 => Some(o / (o + f)),
                 _ => None,
@@ -213,7 +237,7 @@ pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<
             let bucket_rates: Option<Vec<(f64, f64)>> = (0..NBUCKETS)
                 .map(|i| {
                     let le = LINKERD_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
-                    rate(&|s| s.le[b][i]).map(|r| (le, r))
+                    sum_rate(&|s| s.le[b][i]).map(|r| (le, r))
                 })
                 .collect();
             let quantile = |q: f64| {
@@ -222,9 +246,13 @@ pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<
                     .map(|br| histogram_quantile(q, br) / 1000.0)
                     .filter(|v| v.is_finite())
             };
-            let inflight = inside
-                .last()
-                .map(|s| (s.requests[b] - s.successes[b] - s.failures[b]).max(0.0));
+            let mut inflight: Option<f64> = None;
+            for t in targets {
+                if let Some(s) = t.iter().rev().find(|s| s.t <= now) {
+                    let v = (s.requests[b] - s.successes[b] - s.failures[b]).max(0.0);
+                    *inflight.get_or_insert(0.0) += v;
+                }
+            }
             BackendSample {
                 latency_secs: quantile(0.99),
                 p50_secs: quantile(0.5),
