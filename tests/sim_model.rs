@@ -23,10 +23,6 @@ backends:
     .unwrap()
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
 #[test]
 fn a_single_server_queue_matches_m_d_1() {
     // Poisson arrivals at 100/s, deterministic 8 ms service: rho = 0.8, and Pollaczek-Khinchine
@@ -39,7 +35,7 @@ fn a_single_server_queue_matches_m_d_1() {
         &mut |_| {},
     )
     .unwrap();
-    let m = mean(&r.latencies_ms);
+    let m = r.mean_ms();
     assert!(
         (m - 24.0).abs() < 24.0 * 0.12,
         "mean latency {m} ms, M/D/1 says 24 ms"
@@ -53,7 +49,7 @@ fn a_single_server_queue_matches_m_d_1() {
         &mut |_| {},
     )
     .unwrap();
-    let m = mean(&r.latencies_ms);
+    let m = r.mean_ms();
     assert!(
         (m - 8.0).abs() < 0.01,
         "mean latency {m} ms without queueing"
@@ -153,13 +149,14 @@ backends:
         "a retried request counts once"
     );
     // A success after one failure costs a failed try (2 ms RTT + 1 ms) plus a successful one.
+    // Quantiles come from a histogram with 3 significant digits: within 0.1 %.
     assert!(
-        (none.quantile_ms(0.99) - 12.0).abs() < 1e-9,
+        (none.quantile_ms(0.99) - 12.0).abs() <= 12.0 * 1e-3,
         "{}",
         none.quantile_ms(0.99)
     );
     assert!(
-        (two.quantile_ms(0.99) - 18.0).abs() < 1e-9,
+        (two.quantile_ms(0.99) - 18.0).abs() <= 18.0 * 1e-3,
         "{}",
         two.quantile_ms(0.99)
     );

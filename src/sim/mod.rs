@@ -96,7 +96,7 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "rr,c3,c3-p99,p2c,l3,l3+p2c,l3-peak")]
     pub policy: String,
     /// Seed of the random streams; the same seed gives byte-identical output.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// Measured duration instead of the scenario's, e.g. 600, 90s, 10m.
     // Hyphen values are let through so that `--duration -5m` reaches parse_duration and gets
