@@ -75,9 +75,9 @@ crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
 demo: ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
 	$(CARGO) run --locked --release --quiet -- simulate --scenario hotel-reservation
 
-evaluate: ## Every built-in scenario x every policy x 3 seeds -> docs/evaluation.md (the sim bench runs in `make bench`)
+evaluate: ## Every built-in scenario x every policy x 5 seeds, plus the knob table -> docs/evaluation.md (the sim bench runs in `make bench`)
 	$(CARGO) build --locked --release --quiet
-	time $(CARGO) run --locked --release --quiet -- simulate --evaluate --seeds 3 > docs/evaluation.md.tmp
+	time $(CARGO) run --locked --release --quiet -- simulate --evaluate --seeds 5 > docs/evaluation.md.tmp
 	mv docs/evaluation.md.tmp docs/evaluation.md
 
 # ---- ship: chart, manifests, image, e2e (issue 6) -------------------------------------------
