@@ -70,7 +70,7 @@ crds: ## Regenerate crds/ from the Rust types (`l3 crdgen`)
 	$(CARGO) run --locked --quiet -- crdgen > crds/latencypolicies.l3.dev.yaml
 
 # --- sim (l3 simulate) ---
-.PHONY: demo evaluate
+.PHONY: demo evaluate sim-memory
 
 demo: ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
 	$(CARGO) run --locked --release --quiet -- simulate --scenario hotel-reservation
@@ -79,6 +79,11 @@ evaluate: ## Every built-in scenario x every policy x 5 seeds, plus the knob tab
 	$(CARGO) build --locked --release --quiet
 	time $(CARGO) run --locked --release --quiet -- simulate --evaluate --seeds 5 > docs/evaluation.md.tmp
 	mv docs/evaluation.md.tmp docs/evaluation.md
+
+sim-memory: ## Peak memory (max RSS) of a 24-hour l3 run at 1,000 RPS with 9 backends (target < 200 MB)
+	$(CARGO) build --locked --release --quiet
+	/usr/bin/time -v target/release/l3 simulate --scenario benches/sim-9-backends.yaml --policy l3 --duration 24h 2>&1 >/dev/null \
+	  | grep -E 'Maximum resident set size|Elapsed \(wall clock\)'
 
 # ---- ship: chart, manifests, image, e2e (issue 6) -------------------------------------------
 IMAGE ?= ghcr.io/l3-dev/l3:dev
