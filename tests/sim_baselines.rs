@@ -32,7 +32,12 @@ fn every_latency_aware_policy_moves_away_from_a_slow_backend() {
         PolicyKind::L3Peak,
     ] {
         let r = run(&sc, p, 1, None, &mut |_| {}).unwrap();
-        assert!(share(&r, 1) < 0.2, "{}: slow share {}", p.name(), share(&r, 1));
+        assert!(
+            share(&r, 1) < 0.2,
+            "{}: slow share {}",
+            p.name(),
+            share(&r, 1)
+        );
     }
     let rr = run(&sc, PolicyKind::RoundRobin, 1, None, &mut |_| {}).unwrap();
     assert!((share(&rr, 1) - 0.5).abs() < 0.02);
@@ -67,8 +72,14 @@ fn the_propagation_delay_postpones_the_move() {
     let l = run(&late, PolicyKind::L3, 3, None, &mut |_| {}).unwrap();
     // Window [120, 130): 20-30 s after the change.
     let (qs, ls) = (q.timeline[12].shares[1], l.timeline[12].shares[1]);
-    assert!(qs < 0.25 && ls > 0.4, "share of y at 120 s: no delay {qs}, 30 s delay {ls}");
-    assert!(l.timeline[20].shares[1] < 0.25, "the move arrives in the end");
+    assert!(
+        qs < 0.25 && ls > 0.4,
+        "share of y at 120 s: no delay {qs}, 30 s delay {ls}"
+    );
+    assert!(
+        l.timeline[20].shares[1] < 0.25,
+        "the move arrives in the end"
+    );
     assert!(l.quantile_ms(0.99) > q.quantile_ms(0.99));
 }
 
@@ -84,15 +95,23 @@ fn the_window_is_the_operators_rule() {
             "w",
         )
     };
-    assert_eq!(sc("").unwrap().scrape_interval, 10.0, "linkerd-viz's default");
+    assert_eq!(
+        sc("").unwrap().scrape_interval,
+        10.0,
+        "linkerd-viz's default"
+    );
     assert_eq!(sc("").unwrap().window_secs(), 40.0);
     assert_eq!(sc("scrape_interval: 5\n").unwrap().window_secs(), 20.0);
     assert_eq!(sc("scrape_interval: 1\n").unwrap().window_secs(), 10.0);
     assert_eq!(
-        sc("scrape_interval: 10\nquery_window: 20\n").unwrap().window_secs(),
+        sc("scrape_interval: 10\nquery_window: 20\n")
+            .unwrap()
+            .window_secs(),
         20.0
     );
-    let e = sc("scrape_interval: 10\nquery_window: 15\n").unwrap_err().to_string();
+    let e = sc("scrape_interval: 10\nquery_window: 15\n")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("query_window") && e.contains("20 s"), "{e}");
     let e = sc("query_window: often\n").unwrap_err().to_string();
     assert!(e.contains("auto"), "{e}");

@@ -51,7 +51,13 @@ fn a_plot_needs_svg_or_png_and_says_where_it_went() {
     let dir = tempfile::tempdir().unwrap();
     let jpg = dir.path().join("p.jpg");
     fails_with(
-        &["simulate", "--duration", "5", "--plot", jpg.to_str().unwrap()],
+        &[
+            "simulate",
+            "--duration",
+            "5",
+            "--plot",
+            jpg.to_str().unwrap(),
+        ],
         &["--plot", ".svg or .png"],
     );
     assert!(!jpg.exists());
@@ -74,9 +80,14 @@ fn a_plot_needs_svg_or_png_and_says_where_it_went() {
     );
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
-    assert!(bytes.len() > 20_000, "a PNG with content: {} bytes", bytes.len());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains(&format!("plot written to {}", png.display()))
+        bytes.len() > 20_000,
+        "a PNG with content: {} bytes",
+        bytes.len()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("plot written to {}", png.display()))
     );
 }
 
@@ -101,7 +112,11 @@ fn nothing_measured_is_a_clear_error_not_a_nan_table() {
         ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(out.stdout.is_empty(), "no table: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "no table: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(
             err.contains("nothing measured") && err.contains("0 RPS") && err.contains("quiet"),
             "{err}"
@@ -117,7 +132,13 @@ fn nothing_measured_is_a_clear_error_not_a_nan_table() {
          backends: [{name: x, cluster: a, concurrency: 2, p50_ms: 5, p99_ms: 20}]\n",
     )
     .unwrap();
-    let out = l3(&["simulate", "--scenario", path2.to_str().unwrap(), "--policy", "rr"]);
+    let out = l3(&[
+        "simulate",
+        "--scenario",
+        path2.to_str().unwrap(),
+        "--policy",
+        "rr",
+    ]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("client quiet offers 0 RPS"));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("NaN"));

@@ -301,7 +301,10 @@ pub fn run(
         }
     }
     let control_phase = phases.uniform() * sc.control_interval;
-    sim.push(first_tick(sc.control_interval, control_phase), Kind::Control);
+    sim.push(
+        first_tick(sc.control_interval, control_phase),
+        Kind::Control,
+    );
     while let Some(ev) = sim.heap.pop() {
         match ev.kind {
             Kind::Arrival { group } => sim.on_arrival(ev.t, group as usize),
@@ -520,7 +523,8 @@ impl Sim<'_> {
             (false, Some(FailureLatency::Fixed(f))) => f,
             (false, Some(FailureLatency::LogNormal { p50_ms, p99_ms })) => {
                 let sigma = (p99_ms.ln() - p50_ms.ln()) / Z_P99;
-                rng.lognormal(p50_ms.ln(), sigma).min(p99_ms * spec.tail_cap)
+                rng.lognormal(p50_ms.ln(), sigma)
+                    .min(p99_ms * spec.tail_cap)
             }
             _ => {
                 let p50 = spec.p50_ms.at(now);
@@ -555,13 +559,7 @@ impl Sim<'_> {
             px.endpoints[e].on_response(now, now - req.sent);
         }
         if !req.success && req.attempt < self.groups[g].max_retries {
-            self.dispatch(
-                now,
-                g,
-                req.proxy as usize,
-                req.user_start,
-                req.attempt + 1,
-            );
+            self.dispatch(now, g, req.proxy as usize, req.user_start, req.attempt + 1);
             return;
         }
         if req.user_start >= 0.0 {
@@ -624,7 +622,11 @@ impl Sim<'_> {
     fn on_apply(&mut self, now: f64, g: usize) {
         let group = &mut self.groups[g];
         // Every write has the same delay, so they arrive in the order they were written.
-        while group.in_flight_weights.front().is_some_and(|(t, _)| *t <= now) {
+        while group
+            .in_flight_weights
+            .front()
+            .is_some_and(|(t, _)| *t <= now)
+        {
             if let Some((_, w)) = group.in_flight_weights.pop_front() {
                 let mut acc = 0.0;
                 for (c, w) in group.cumulative.iter_mut().zip(w) {

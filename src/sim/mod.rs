@@ -118,7 +118,12 @@ pub struct SimulateArgs {
     #[arg(long, conflicts_with_all = ["list", "plot"])]
     pub evaluate: bool,
     /// Number of seeds (1..=N) for --evaluate.
-    #[arg(long, default_value_t = 3, requires = "evaluate", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        default_value_t = 3,
+        requires = "evaluate",
+        allow_hyphen_values = true
+    )]
     pub seeds: u64,
 }
 

@@ -74,7 +74,12 @@ impl Endpoint {
 
 /// Power of two choices over `endpoints` (indices into `all`): two distinct random candidates,
 /// the cheaper wins. `None` only for an empty candidate list.
-pub fn choose(all: &mut [Endpoint], candidates: std::ops::Range<usize>, now: f64, rng: &mut Rng) -> Option<usize> {
+pub fn choose(
+    all: &mut [Endpoint],
+    candidates: std::ops::Range<usize>,
+    now: f64,
+    rng: &mut Rng,
+) -> Option<usize> {
     let n = candidates.len();
     match n {
         0 => None,
@@ -131,7 +136,10 @@ mod tests {
             let i = choose(&mut all, 0..3, 0.0, &mut rng).unwrap();
             counts[i] += 1;
         }
-        assert_eq!(counts[2], 0, "the most expensive of three is never the cheaper of two");
+        assert_eq!(
+            counts[2], 0,
+            "the most expensive of three is never the cheaper of two"
+        );
         // Endpoint 0 wins whenever drawn (2 of 3 pairs), endpoint 1 only against 2 (1 of 3).
         assert!(counts[0] > 1800 && counts[1] > 800, "{counts:?}");
         assert_eq!(choose(&mut all, 1..2, 0.0, &mut rng), Some(1));

@@ -347,7 +347,10 @@ pub fn png(svg: &str) -> Result<Vec<u8>, String> {
     db.load_system_fonts();
     let family = FONTS
         .iter()
-        .find(|f| db.faces().any(|face| face.families.iter().any(|(n, _)| n == *f)))
+        .find(|f| {
+            db.faces()
+                .any(|face| face.families.iter().any(|(n, _)| n == *f))
+        })
         .map(|f| (*f).to_owned())
         .or_else(|| {
             db.faces()
@@ -362,12 +365,16 @@ pub fn png(svg: &str) -> Result<Vec<u8>, String> {
     db.set_sans_serif_family(family);
     let tree = resvg::usvg::Tree::from_str(svg, &opt).map_err(|e| e.to_string())?;
     let scale = 1.5;
-    let size = tree.size().to_int_size().scale_by(scale).ok_or("empty plot")?;
+    let size = tree
+        .size()
+        .to_int_size()
+        .scale_by(scale)
+        .ok_or("empty plot")?;
     let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height())
         .ok_or("plot too large to render")?;
     resvg::render(
         &tree,
-        resvg::tiny_skia::Transform::from_scale(scale as f32, scale as f32),
+        resvg::tiny_skia::Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
     pixmap.encode_png().map_err(|e| e.to_string())
@@ -379,7 +386,10 @@ mod tests {
 
     #[test]
     fn ticks_are_one_two_five() {
-        assert_eq!(log_ticks(1.0, 100.0), vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]);
+        assert_eq!(
+            log_ticks(1.0, 100.0),
+            vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+        );
         assert_eq!(nice_step(600.0, 8.0), 100.0);
         assert_eq!(nice_step(20.0, 8.0), 5.0);
         assert_eq!(time_unit(600.0).1, "s");

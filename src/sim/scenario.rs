@@ -433,16 +433,22 @@ impl Scenario {
                     format!("{p}.failure_latency_ms: is {f}, expected a finite number of ms >= 0")
                 })?,
                 Some(FailureLatency::LogNormal { p50_ms, p99_ms }) => {
-                    check(p50_ms.is_finite() && p50_ms >= 1e-3 && p50_ms <= 1e6, || {
-                        format!(
-                            "{p}.failure_latency_ms.p50_ms: is {p50_ms}, expected a latency in ms in [0.001, 1e6]"
-                        )
-                    })?;
-                    check(p99_ms.is_finite() && p99_ms >= p50_ms && p99_ms <= 1e6, || {
-                        format!(
-                            "{p}.failure_latency_ms.p99_ms: is {p99_ms}, expected a latency in ms in [p50_ms ({p50_ms}), 1e6]"
-                        )
-                    })?;
+                    check(
+                        (1e-3..=1e6).contains(&p50_ms),
+                        || {
+                            format!(
+                                "{p}.failure_latency_ms.p50_ms: is {p50_ms}, expected a latency in ms in [0.001, 1e6]"
+                            )
+                        },
+                    )?;
+                    check(
+                        p99_ms.is_finite() && p99_ms >= p50_ms && p99_ms <= 1e6,
+                        || {
+                            format!(
+                                "{p}.failure_latency_ms.p99_ms: is {p99_ms}, expected a latency in ms in [p50_ms ({p50_ms}), 1e6]"
+                            )
+                        },
+                    )?;
                 }
             }
             // p99 below p50 would make sigma negative: check at every point of either series.
