@@ -433,14 +433,11 @@ impl Scenario {
                     format!("{p}.failure_latency_ms: is {f}, expected a finite number of ms >= 0")
                 })?,
                 Some(FailureLatency::LogNormal { p50_ms, p99_ms }) => {
-                    check(
-                        (1e-3..=1e6).contains(&p50_ms),
-                        || {
-                            format!(
-                                "{p}.failure_latency_ms.p50_ms: is {p50_ms}, expected a latency in ms in [0.001, 1e6]"
-                            )
-                        },
-                    )?;
+                    check((1e-3..=1e6).contains(&p50_ms), || {
+                        format!(
+                            "{p}.failure_latency_ms.p50_ms: is {p50_ms}, expected a latency in ms in [0.001, 1e6]"
+                        )
+                    })?;
                     check(
                         p99_ms.is_finite() && p99_ms >= p50_ms && p99_ms <= 1e6,
                         || {
