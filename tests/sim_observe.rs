@@ -74,7 +74,9 @@ fn query_reads_p99_p50_success_rps_and_inflight_like_promql() {
     // request_total went 0 → 103 between the scrapes; the counter's zero point is the first
     // sample, so Prometheus does not extrapolate toward the window start: 103 / 10 s.
     assert!((s.rps.unwrap() - 10.3).abs() < 1e-9, "{s:?}");
-    assert_eq!(s.inflight, Some(3.0));
+    // In-flight by Little's law, the operator's default: rate(response_latency_ms_sum) in s.
+    // 98 × 60 ms + 2 × 5 ms = 5890 ms over the same extrapolated 10 s: 0.589 requests.
+    assert!((s.inflight.unwrap() - 0.589).abs() < 1e-9, "{s:?}");
     assert_eq!(LINKERD_BUCKETS_MS[10], 100.0);
 }
 
@@ -132,7 +134,11 @@ fn targets_are_rated_at_their_own_phases_and_summed() {
     // 4 s after its last) are both under 1.1 average intervals, so it extrapolates over the whole
     // 10 s: 50 * 10/5 / 10 = 10 per second.
     assert!((ra - 10.0).abs() < 1e-9, "{ra}");
-    assert_eq!(both.inflight, Some(0.0));
+    // Every response took 7 ms: Little's law gives throughput × 7 ms.
+    assert!(
+        (both.inflight.unwrap() - (ra + rb) * 0.007).abs() < 1e-9,
+        "{both:?}"
+    );
     // A target with one sample in the window adds nothing; the other still answers.
     let short = query_targets(&[&sa[..3], &sb], 20.0, 10.0, 1)[0];
     assert!((short.rps.unwrap() - rb).abs() < 1e-9, "{short:?}");

@@ -7,7 +7,8 @@
 //! control tick the query evaluates, over the range window and exactly the samples inside it,
 //! `rate()` with Prometheus' extrapolation per target summed over targets,
 //! `histogram_quantile()` with its linear interpolation inside a bucket, the success ratio, and
-//! in-flight as `request_total - response_total` at the latest scrape. So scrape phases, bucket
+//! in-flight by Little's law from the rate of `response_latency_ms_sum` (the operator's default
+//! estimator). So scrape phases, bucket
 //! quantisation and window lag reach the policy as they would in a cluster.
 
 use crate::state::BackendSample;
@@ -123,6 +124,8 @@ pub struct Counters {
     pub successes: f64,
     /// `response_total{classification="failure"}`.
     pub failures: f64,
+    /// `response_latency_ms_sum`: the latency of every response (any status), ms.
+    pub latency_sum_ms: f64,
     /// Non-cumulative `response_latency_ms` bucket counts of successful responses.
     pub buckets: [f64; NBUCKETS],
 }
@@ -133,6 +136,7 @@ impl Default for Counters {
             requests: 0.0,
             successes: 0.0,
             failures: 0.0,
+            latency_sum_ms: 0.0,
             buckets: [0.0; NBUCKETS],
         }
     }
@@ -146,6 +150,7 @@ impl Counters {
 
     /// Count a response with its latency.
     pub fn on_response(&mut self, success: bool, latency_ms: f64) {
+        self.latency_sum_ms += latency_ms;
         if success {
             self.successes += 1.0;
             self.buckets[bucket_index(latency_ms)] += 1.0;
@@ -174,6 +179,7 @@ pub struct Scrape {
     requests: Vec<f64>,
     successes: Vec<f64>,
     failures: Vec<f64>,
+    latency_sum_ms: Vec<f64>,
     le: Vec<[f64; NBUCKETS]>,
 }
 
@@ -185,6 +191,7 @@ impl Scrape {
             requests: counters.iter().map(|c| c.requests).collect(),
             successes: counters.iter().map(|c| c.successes).collect(),
             failures: counters.iter().map(|c| c.failures).collect(),
+            latency_sum_ms: counters.iter().map(|c| c.latency_sum_ms).collect(),
             le: counters.iter().map(Counters::cumulative).collect(),
         }
     }
@@ -200,7 +207,7 @@ pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<
 /// `sum by (dst) (rate(...[window]))`: each target's series is rated over its own samples and
 /// the rates of the targets that have one are summed (a target with fewer than two samples in
 /// the window contributes nothing, as in PromQL). The latency quantiles come from the summed
-/// bucket rates; in-flight sums each target's latest sample at or before `now`.
+/// bucket rates; in-flight is the summed rate of the latency sum in seconds (Little's law).
 pub fn query_targets(
     targets: &[&[Scrape]],
     now: f64,
@@ -246,13 +253,9 @@ pub fn query_targets(
                     .map(|br| histogram_quantile(q, br) / 1000.0)
                     .filter(|v| v.is_finite())
             };
-            let mut inflight: Option<f64> = None;
-            for t in targets {
-                if let Some(s) = t.iter().rev().find(|s| s.t <= now) {
-                    let v = (s.requests[b] - s.successes[b] - s.failures[b]).max(0.0);
-                    *inflight.get_or_insert(0.0) += v;
-                }
-            }
+            // The operator's default in-flight estimator (src/source/query.rs): Little's law,
+            // `sum(rate(response_latency_ms_sum[W])) * 0.001` = throughput × mean latency.
+            let inflight = sum_rate(&|s| s.latency_sum_ms[b]).map(|r| r / 1000.0);
             BackendSample {
                 latency_secs: quantile(0.99),
                 p50_secs: quantile(0.5),
