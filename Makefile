@@ -65,14 +65,18 @@ bench: ## Run the benchmarks (release mode)
 
 ##@ Simulate
 
-.PHONY: demo evaluate
+.PHONY: demo evaluate sim-memory
 
 demo: release ## Main job: simulate the embedded hotel-reservation scenario with every policy (no cluster needed)
 	target/release/l3 simulate --scenario hotel-reservation
 
-evaluate: release ## Every built-in scenario x every policy x 3 seeds -> docs/evaluation.md (the sim bench runs in `make bench`)
-	time target/release/l3 simulate --evaluate --seeds 3 > docs/evaluation.md.tmp
+evaluate: release ## Every built-in scenario x every policy x 5 seeds, plus the knob table -> docs/evaluation.md (the sim bench runs in `make bench`)
+	time target/release/l3 simulate --evaluate --seeds 5 > docs/evaluation.md.tmp
 	mv docs/evaluation.md.tmp docs/evaluation.md
+
+sim-memory: release ## Peak memory (max RSS) of a 24-hour l3 run at 1,000 RPS with 9 backends (target < 200 MB)
+	/usr/bin/time -v target/release/l3 simulate --scenario benches/sim-9-backends.yaml --policy l3 --duration 24h 2>&1 >/dev/null \
+	  | grep -E 'Maximum resident set size|Elapsed \(wall clock\)'
 
 ##@ Chart and manifests
 

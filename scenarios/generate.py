@@ -77,12 +77,21 @@ def write(name, note, duration, rps, p50s, p99s, success=None, conc=None, warmup
         f"note: >-\n  {note}",
         f"duration: {duration}",
         f"warmup: {warmup}",
+        # The loop as a deployment runs it (docs/scenarios.md, "Observation and delays"): the
+        # paper's 5 s scrape interval (§4), the operator's auto window (4 scrapes = 20 s), a
+        # query answered in 0.1 s and weights at the proxies 1 s after the write.
+        "scrape_interval: 5",
+        "control_interval: 5",
+        "query_window: auto",
+        "query_latency: 0.1",
+        "propagation_delay: 1.0",
         "clusters: [" + ", ".join(CLUSTERS) + "]",
         "rtt_ms:",
     ] + [f"  - {row}" for row in RTT] + [
         "clients:",
         "  - name: load-generator",
         "    cluster: cluster-1",
+        "    proxies: 3",
         f"    rps: {fmt(rps, 0) if len(rps) > 1 else rps[0]}",
         "backends:",
     ]

@@ -38,7 +38,7 @@ fn same_seed_same_bytes_through_the_binary() {
     );
     let v: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
     let pols = v["policies"].as_array().unwrap();
-    assert_eq!(pols.len(), 4);
+    assert_eq!(pols.len(), 7, "every policy runs by default");
     for key in [
         "policy",
         "requests",
@@ -46,6 +46,7 @@ fn same_seed_same_bytes_through_the_binary() {
         "latency_ms",
         "p99_change_vs_rr_pct",
         "p99_change_vs_c3_pct",
+        "p99_change_vs_p2c_pct",
         "backend_share",
     ] {
         assert!(pols[0].get(key).is_some(), "JSON lacks {key}");
@@ -68,7 +69,7 @@ fn same_seed_same_results_through_the_library() {
     let (a, ra) = go(11);
     let (b, rb) = go(11);
     assert_eq!(a, b);
-    assert_eq!(ra[1].latencies_ms, rb[1].latencies_ms);
+    assert_eq!(ra[1].latency, rb[1].latency);
 }
 
 #[test]
@@ -102,9 +103,11 @@ fn table_markdown_list_and_plot_work() {
         table.contains("p99 vs rr") && table.lines().count() == 4,
         "{table}"
     );
-    assert!(
-        out.stderr.is_empty(),
-        "a short run prints no progress when piped"
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        format!("plot written to {}", svg.display()),
+        "a short run prints no progress when piped, only where the plot went"
     );
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("api-cluster-2") && svg.contains("<path"));

@@ -2,6 +2,7 @@
 
 use l3::sim::observe::{
     Counters, LINKERD_BUCKETS_MS, Scrape, extrapolated_rate, histogram_quantile, query,
+    query_targets,
 };
 
 const INF: f64 = f64::INFINITY;
@@ -73,7 +74,9 @@ fn query_reads_p99_p50_success_rps_and_inflight_like_promql() {
     // request_total went 0 → 103 between the scrapes; the counter's zero point is the first
     // sample, so Prometheus does not extrapolate toward the window start: 103 / 10 s.
     assert!((s.rps.unwrap() - 10.3).abs() < 1e-9, "{s:?}");
-    assert_eq!(s.inflight, Some(3.0));
+    // In-flight by Little's law, the operator's default: rate(response_latency_ms_sum) in s.
+    // 98 × 60 ms + 2 × 5 ms = 5890 ms over the same extrapolated 10 s: 0.589 requests.
+    assert!((s.inflight.unwrap() - 0.589).abs() < 1e-9, "{s:?}");
     assert_eq!(LINKERD_BUCKETS_MS[10], 100.0);
 }
 
@@ -95,4 +98,50 @@ fn query_without_two_scrapes_or_without_successes_has_no_value() {
         failing.latency_secs, None,
         "latency is of successful requests only"
     );
+}
+
+#[test]
+fn targets_are_rated_at_their_own_phases_and_summed() {
+    // Two proxies, scraped at phases 1 s and 3 s of a 5 s interval, each counting 10 requests per
+    // second. Query at t = 20 over (10, 20]: proxy A has samples at 11, 16 (two), proxy B at 13,
+    // 18 (two). Each rate extrapolates by Prometheus' rule, then they add up.
+    let mut a = vec![Counters::default()];
+    let mut b = vec![Counters::default()];
+    let mut sa = Vec::new();
+    let mut sb = Vec::new();
+    for t in 0..=20 {
+        let t = f64::from(t);
+        if t > 0.0 {
+            for _ in 0..10 {
+                a[0].on_request();
+                a[0].on_response(true, 7.0);
+                b[0].on_request();
+                b[0].on_response(true, 7.0);
+            }
+        }
+        if (t - 1.0) % 5.0 == 0.0 {
+            sa.push(Scrape::take(t, &a));
+        }
+        if (t - 3.0) % 5.0 == 0.0 {
+            sb.push(Scrape::take(t, &b));
+        }
+    }
+    let both = query_targets(&[&sa, &sb], 20.0, 10.0, 1)[0];
+    let ra = extrapolated_rate(&[(11.0, 110.0), (16.0, 160.0)], 10.0, 20.0).unwrap();
+    let rb = extrapolated_rate(&[(13.0, 130.0), (18.0, 180.0)], 10.0, 20.0).unwrap();
+    assert!((both.rps.unwrap() - (ra + rb)).abs() < 1e-9, "{both:?}");
+    // Each target's own extrapolation: A's gaps to the range edges (1 s before its first sample,
+    // 4 s after its last) are both under 1.1 average intervals, so it extrapolates over the whole
+    // 10 s: 50 * 10/5 / 10 = 10 per second.
+    assert!((ra - 10.0).abs() < 1e-9, "{ra}");
+    // Every response took 7 ms: Little's law gives throughput × 7 ms.
+    assert!(
+        (both.inflight.unwrap() - (ra + rb) * 0.007).abs() < 1e-9,
+        "{both:?}"
+    );
+    // A target with one sample in the window adds nothing; the other still answers.
+    let short = query_targets(&[&sa[..3], &sb], 20.0, 10.0, 1)[0];
+    assert!((short.rps.unwrap() - rb).abs() < 1e-9, "{short:?}");
+    // 5..10 ms bucket: the p99 interpolates inside (5, 10].
+    assert!(both.latency_secs.unwrap() > 0.005 && both.latency_secs.unwrap() <= 0.010);
 }

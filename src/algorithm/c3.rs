@@ -7,6 +7,9 @@
 //! p99 latency and `Ri` the normalised in-flight count. This is that C3: it is driven by the
 //! *mean* of the fitted distribution, so it reacts less to tail spikes than L3, and it ignores
 //! failures. Used by the simulator and benchmarks only, never by the operator.
+//!
+//! [`C3Estimate::P99`] drives the same formula with the filtered p99 instead of the mean: the
+//! `c3-p99` baseline, which reacts to tail spikes as L3 does.
 
 use super::weighting::{MAX_LATENCY_SECS, MIN_LATENCY_SECS};
 
@@ -45,14 +48,35 @@ pub fn lognormal_mean(p50_secs: f64, p99_secs: f64) -> f64 {
     (mu + sigma * sigma / 2.0).exp()
 }
 
-/// The adapted C3 weight `1 / (E * (1 + Ri^3))`; always finite and positive.
+/// Which latency figure is C3's `E`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum C3Estimate {
+    /// The mean of the log-normal fitted to p50 and p99 (the L3 authors' C3).
+    LogNormalMean,
+    /// The filtered p99 itself (`c3-p99`): reacts to tail spikes as strongly as L3's signal.
+    P99,
+}
+
+/// The adapted C3 weight `1 / (E * (1 + Ri^3))` with the log-normal mean as `E`; always finite
+/// and positive.
 pub fn c3_weight(s: &C3Signals) -> f64 {
+    c3_weight_with(s, C3Estimate::LogNormalMean)
+}
+
+/// The adapted C3 weight `1 / (E * (1 + Ri^3))` with `E` chosen by `estimate`; always finite and
+/// positive.
+pub fn c3_weight_with(s: &C3Signals, estimate: C3Estimate) -> f64 {
     let ri = if s.rps.is_finite() && s.rps > 0.0 && s.inflight.is_finite() && s.inflight > 0.0 {
         (s.inflight / s.rps).min(1e6)
     } else {
         0.0
     };
-    let w = 1.0 / (lognormal_mean(s.p50_secs, s.p99_secs) * (1.0 + ri.powi(3)));
+    let e = match estimate {
+        C3Estimate::LogNormalMean => lognormal_mean(s.p50_secs, s.p99_secs),
+        C3Estimate::P99 if s.p99_secs.is_nan() => MAX_LATENCY_SECS,
+        C3Estimate::P99 => s.p99_secs.clamp(MIN_LATENCY_SECS, MAX_LATENCY_SECS),
+    };
+    let w = 1.0 / (e * (1.0 + ri.powi(3)));
     if w.is_finite() && w > 0.0 {
         w
     } else {
@@ -98,5 +122,23 @@ mod tests {
             ..base
         };
         assert!(c3_weight(&nan).is_finite());
+    }
+
+    #[test]
+    fn the_p99_estimate_divides_by_the_p99() {
+        let s = C3Signals {
+            p50_secs: 0.01,
+            p99_secs: 0.5,
+            rps: 0.0,
+            inflight: 0.0,
+        };
+        assert!((c3_weight_with(&s, C3Estimate::P99) - 2.0).abs() < 1e-12);
+        // The log-normal mean of (10 ms, 500 ms) is far below the p99: a larger weight.
+        assert!(c3_weight(&s) > 2.0 * c3_weight_with(&s, C3Estimate::P99));
+        let nan = C3Signals {
+            p99_secs: f64::NAN,
+            ..s
+        };
+        assert!(c3_weight_with(&nan, C3Estimate::P99) > 0.0);
     }
 }

@@ -118,7 +118,26 @@ pub fn l3_weights(
 
 /// The adapted C3 baseline for one TrafficSplit, normalised like L3's weights.
 pub fn c3_weights(backends: &[C3Signals], total_weight: u32, min_share: f64) -> Result<Vec<u32>> {
-    let raw: Vec<f64> = backends.iter().map(c3_weight).collect();
+    c3_weights_with(
+        backends,
+        c3::C3Estimate::LogNormalMean,
+        total_weight,
+        min_share,
+    )
+}
+
+/// The adapted C3 with a chosen latency estimate (`c3-p99` uses the p99), normalised like L3's
+/// weights.
+pub fn c3_weights_with(
+    backends: &[C3Signals],
+    estimate: c3::C3Estimate,
+    total_weight: u32,
+    min_share: f64,
+) -> Result<Vec<u32>> {
+    let raw: Vec<f64> = backends
+        .iter()
+        .map(|s| c3::c3_weight_with(s, estimate))
+        .collect();
     normalise(&raw, total_weight, min_share)
 }
 

@@ -1,17 +1,25 @@
-//! The discrete-event engine: Poisson clients, weighted routing, WAN round trips, replicas with
-//! finite concurrency and FIFO queues, retries, and the scrape/control ticks that feed a policy.
+//! The discrete-event engine: Poisson clients spread over their proxies, weighted or per-request
+//! (P2C) routing, WAN round trips, replicas with finite concurrency and FIFO queues, retries, and
+//! the loop of a real deployment: every proxy scraped at its own phase, a control tick that
+//! queries Prometheus, waits for the answer, writes weights, and the weights reaching the proxies
+//! after a propagation delay.
 //!
 //! One binary heap of events ordered by time and then by scheduling order, and one seeded random
-//! stream per model component, so a run is a pure function of (scenario, policy, seed).
+//! stream per model component, so a run is a pure function of (scenario, policy, seed). Memory
+//! does not grow with the number of requests: latencies go into histograms
+//! ([`super::latency`]) and the over-time p99 of a window is computed once its last request is
+//! answered.
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use super::Result;
+use super::latency::Latencies;
 use super::observe::{self, Counters, Scrape};
-use super::policy::{Policy, PolicyKind};
+use super::p2c::{self, Endpoint};
+use super::policy::{Policy, PolicyKind, Routing};
 use super::rng::Rng;
-use super::scenario::Scenario;
+use super::scenario::{FailureLatency, Scenario};
 use crate::algorithm::c3::Z_P99;
 
 /// Longest measured run, seconds (30 days): bounds the memory of the over-time series.
@@ -20,10 +28,20 @@ pub const MAX_DURATION_SECS: f64 = 30.0 * 86_400.0;
 /// Width of the windows of the over-time series (p99, shares), seconds.
 pub const TIMELINE_WINDOW_SECS: f64 = 10.0;
 
+/// Significant digits of the per-window p99 of the over-time series (1 % precision is plenty
+/// for a plot).
+const TIMELINE_DIGITS: u8 = 2;
+
+/// `replica` of a request whose replica is chosen on arrival at the backend.
+const NO_REPLICA: u32 = u32::MAX;
+
 #[derive(Debug, Clone, Copy)]
 struct Request {
     group: u32,
+    proxy: u32,
     backend: u32,
+    /// Chosen by the client's P2C, or on arrival (join the shortest queue).
+    replica: u32,
     attempt: u32,
     success: bool,
     /// When the user's request first left the client (retries keep it).
@@ -36,10 +54,11 @@ struct Request {
 enum Kind {
     Arrival { group: u32 },
     AtBackend(Request),
-    Complete { replica: u32, req: Request },
+    Complete(Request),
     Response(Request),
-    Scrape,
+    Scrape { group: u32, proxy: u32 },
     Control,
+    Apply { group: u32 },
 }
 
 #[derive(Debug)]
@@ -77,7 +96,17 @@ struct BackendSim {
     cluster: usize,
     concurrency: u32,
     replicas: Vec<Replica>,
+    /// Index of this backend's first replica among all endpoints.
+    first_endpoint: usize,
     rng: Rng,
+}
+
+/// One client pod: its proxy's counters (one scrape target) and its balancer's view.
+struct Proxy {
+    counters: Vec<Counters>,
+    scrapes: Vec<Scrape>,
+    /// Per endpoint (every replica of every backend), for the P2C routings.
+    endpoints: Vec<Endpoint>,
 }
 
 struct Group {
@@ -86,10 +115,12 @@ struct Group {
     rate_max: f64,
     arrivals: Rng,
     routing: Rng,
-    /// Cumulative weights for the routing draw.
+    next_proxy: u32,
+    proxies: Vec<Proxy>,
+    /// Cumulative weights the proxies route by.
     cumulative: Vec<f64>,
-    counters: Vec<Counters>,
-    scrapes: Vec<Scrape>,
+    /// Weights written but not yet at the proxies, with the time they arrive.
+    in_flight_weights: VecDeque<(f64, Vec<u32>)>,
     policy: Box<dyn Policy + Send>,
 }
 
@@ -98,9 +129,9 @@ struct Group {
 pub struct Window {
     /// Start of the window, seconds.
     pub t: f64,
-    /// p99 of the user requests that started in it, ms (NaN if none).
+    /// p99 of the user requests that started in it, ms (NaN if none), 1 % precision.
     pub p99_ms: f64,
-    /// Share of the attempts sent to each backend in it.
+    /// Share of the attempts sent to each backend in it (NaN if none).
     pub shares: Vec<f64>,
 }
 
@@ -109,8 +140,8 @@ pub struct Window {
 pub struct RunResult {
     /// The policy.
     pub policy: PolicyKind,
-    /// End-to-end latency of every measured user request (retries included), ms, sorted.
-    pub latencies_ms: Vec<f64>,
+    /// End-to-end latency of every measured user request (retries included).
+    pub latency: Latencies,
     /// Measured user requests that finally succeeded.
     pub successes: u64,
     /// Attempts sent to each backend during the measurement.
@@ -122,39 +153,47 @@ pub struct RunResult {
 impl RunResult {
     /// Measured user requests.
     pub fn requests(&self) -> u64 {
-        self.latencies_ms.len() as u64
+        self.latency.count()
     }
 
-    /// Nearest-rank quantile of the end-to-end latency, ms (NaN without requests).
+    /// Quantile of the end-to-end latency, ms, within 0.1 % (NaN without requests).
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        nearest_rank(&self.latencies_ms, q)
+        self.latency.quantile_ms(q)
+    }
+
+    /// Mean end-to-end latency, ms (NaN without requests).
+    pub fn mean_ms(&self) -> f64 {
+        self.latency.mean_ms()
     }
 
     /// Fraction of user requests that succeeded (NaN without requests).
     pub fn success_rate(&self) -> f64 {
-        self.successes as f64 / self.latencies_ms.len() as f64
+        if self.requests() == 0 {
+            return f64::NAN;
+        }
+        self.successes as f64 / self.requests() as f64
     }
 }
 
-/// Nearest-rank quantile of sorted values.
-pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+/// Requests of one timeline window still in flight, and the latencies of those answered.
+struct OpenWindow {
+    latencies: Latencies,
+    outstanding: u64,
 }
 
 struct Sim<'a> {
     sc: &'a Scenario,
+    routing: Routing,
+    window_secs: f64,
     heap: BinaryHeap<Event>,
     seq: u64,
     backends: Vec<BackendSim>,
     groups: Vec<Group>,
-    latencies_ms: Vec<f64>,
+    latency: Latencies,
     successes: u64,
     attempts: Vec<u64>,
-    win_latencies: Vec<Vec<f64>>,
+    open: BTreeMap<usize, OpenWindow>,
+    win_p99: Vec<f64>,
     win_attempts: Vec<Vec<u64>>,
     duration: f64,
 }
@@ -181,17 +220,26 @@ pub fn run(
     }
     let names: Vec<String> = sc.backends.iter().map(|b| b.name.clone()).collect();
     let nb = sc.backends.len();
-    let backends = sc
+    let mut first_endpoint = 0;
+    let backends: Vec<BackendSim> = sc
         .backends
         .iter()
         .enumerate()
-        .map(|(i, b)| BackendSim {
-            cluster: sc.cluster_index(&b.cluster).unwrap_or(0),
-            concurrency: b.concurrency,
-            replicas: (0..b.replicas).map(|_| Replica::default()).collect(),
-            rng: Rng::new(seed, 3000 + i as u64),
+        .map(|(i, b)| {
+            let be = BackendSim {
+                cluster: sc.cluster_index(&b.cluster).unwrap_or(0),
+                concurrency: b.concurrency,
+                replicas: (0..b.replicas).map(|_| Replica::default()).collect(),
+                first_endpoint,
+                rng: Rng::new(seed, 3000 + i as u64),
+            };
+            first_endpoint += b.replicas as usize;
+            be
         })
         .collect();
+    let endpoints = first_endpoint;
+    let start = -sc.warmup;
+    let window_secs = sc.window_secs();
     let mut groups = Vec::with_capacity(sc.clients.len());
     for (i, c) in sc.clients.iter().enumerate() {
         groups.push(Group {
@@ -200,59 +248,88 @@ pub fn run(
             rate_max: c.rps.max(),
             arrivals: Rng::new(seed, 1000 + i as u64),
             routing: Rng::new(seed, 2000 + i as u64),
+            next_proxy: 0,
+            proxies: (0..c.proxies)
+                .map(|_| Proxy {
+                    counters: vec![Counters::default(); nb],
+                    scrapes: Vec::new(),
+                    endpoints: vec![Endpoint::new(start); endpoints],
+                })
+                .collect(),
             cumulative: (1..=nb).map(|k| k as f64).collect(),
-            counters: vec![Counters::default(); nb],
-            scrapes: Vec::new(),
+            in_flight_weights: VecDeque::new(),
             policy: policy.build(&names)?,
         });
     }
     let windows = (duration / TIMELINE_WINDOW_SECS).ceil().max(1.0) as usize;
     let mut sim = Sim {
         sc,
+        routing: policy.routing(),
+        window_secs,
         heap: BinaryHeap::new(),
         seq: 0,
         backends,
         groups,
-        latencies_ms: Vec::new(),
+        latency: Latencies::default(),
         successes: 0,
         attempts: vec![0; nb],
-        win_latencies: vec![Vec::new(); windows],
+        open: BTreeMap::new(),
+        win_p99: vec![f64::NAN; windows],
         win_attempts: vec![vec![0; nb]; windows],
         duration,
     };
-    let start = -sc.warmup;
     for g in 0..sim.groups.len() {
         sim.schedule_arrival(g, start);
     }
-    let first_tick = |interval: f64| (start / interval).ceil() * interval;
-    sim.push(first_tick(sc.scrape_interval), Kind::Scrape);
-    sim.push(first_tick(sc.control_interval), Kind::Control);
+    // Phases: Prometheus spreads its targets over the scrape interval, and the operator's loop
+    // starts whenever it starts. Drawn from their own streams, the same for every policy.
+    let mut phases = Rng::new(seed, 4000);
+    let first_tick = |interval: f64, phase: f64| {
+        let k = ((start - phase) / interval).ceil();
+        phase + k * interval
+    };
+    for g in 0..sim.groups.len() {
+        for p in 0..sim.groups[g].proxies.len() {
+            let phase = phases.uniform() * sc.scrape_interval;
+            sim.push(
+                first_tick(sc.scrape_interval, phase),
+                Kind::Scrape {
+                    group: g as u32,
+                    proxy: p as u32,
+                },
+            );
+        }
+    }
+    let control_phase = phases.uniform() * sc.control_interval;
+    sim.push(
+        first_tick(sc.control_interval, control_phase),
+        Kind::Control,
+    );
     while let Some(ev) = sim.heap.pop() {
         match ev.kind {
             Kind::Arrival { group } => sim.on_arrival(ev.t, group as usize),
             Kind::AtBackend(req) => sim.on_at_backend(ev.t, req),
-            Kind::Complete { replica, req } => sim.on_complete(ev.t, replica as usize, req),
+            Kind::Complete(req) => sim.on_complete(ev.t, req),
             Kind::Response(req) => sim.on_response(ev.t, req),
-            Kind::Scrape => sim.on_scrape(ev.t),
+            Kind::Scrape { group, proxy } => sim.on_scrape(ev.t, group as usize, proxy as usize),
             Kind::Control => {
                 sim.on_control(ev.t)?;
                 progress(ev.t.max(0.0));
             }
+            Kind::Apply { group } => sim.on_apply(ev.t, group as usize),
         }
     }
-    let mut latencies_ms = sim.latencies_ms;
-    latencies_ms.sort_by(f64::total_cmp);
+    sim.close_windows(f64::INFINITY);
     let timeline = sim
-        .win_latencies
+        .win_p99
         .into_iter()
         .zip(sim.win_attempts)
         .enumerate()
-        .map(|(i, (mut lat, att))| {
-            lat.sort_by(f64::total_cmp);
+        .map(|(i, (p99_ms, att))| {
             let total: u64 = att.iter().sum();
             Window {
                 t: i as f64 * TIMELINE_WINDOW_SECS,
-                p99_ms: nearest_rank(&lat, 0.99),
+                p99_ms,
                 shares: att
                     .iter()
                     .map(|&a| {
@@ -268,11 +345,18 @@ pub fn run(
         .collect();
     Ok(RunResult {
         policy,
-        latencies_ms,
+        latency: sim.latency,
         successes: sim.successes,
         attempts: sim.attempts,
         timeline,
     })
+}
+
+/// Index of the backend a uniform draw `x` in `[0, total)` falls on.
+fn weighted_pick(cumulative: &[f64], x: f64) -> usize {
+    cumulative
+        .partition_point(|&c| c <= x)
+        .min(cumulative.len().saturating_sub(1))
 }
 
 impl Sim<'_> {
@@ -302,7 +386,22 @@ impl Sim<'_> {
         if t < 0.0 || t >= self.duration {
             return None;
         }
-        Some(((t / TIMELINE_WINDOW_SECS) as usize).min(self.win_latencies.len() - 1))
+        Some(((t / TIMELINE_WINDOW_SECS) as usize).min(self.win_p99.len() - 1))
+    }
+
+    /// Computes the p99 of every window that has ended before `now` with nothing in flight.
+    fn close_windows(&mut self, now: f64) {
+        let done: Vec<usize> = self
+            .open
+            .iter()
+            .filter(|(w, o)| o.outstanding == 0 && (**w + 1) as f64 * TIMELINE_WINDOW_SECS <= now)
+            .map(|(w, _)| *w)
+            .collect();
+        for w in done {
+            if let Some(o) = self.open.remove(&w) {
+                self.win_p99[w] = o.latencies.quantile_ms(0.99);
+            }
+        }
     }
 
     fn on_arrival(&mut self, now: f64, g: usize) {
@@ -312,18 +411,64 @@ impl Sim<'_> {
         if group.arrivals.uniform() * group.rate_max >= rate {
             return;
         }
-        self.dispatch(now, g, now, 0);
+        let proxy = group.next_proxy;
+        group.next_proxy = (proxy + 1) % group.proxies.len() as u32;
+        if let Some(w) = self.window(now) {
+            self.open
+                .entry(w)
+                .or_insert_with(|| OpenWindow {
+                    latencies: Latencies::new(TIMELINE_DIGITS),
+                    outstanding: 0,
+                })
+                .outstanding += 1;
+        }
+        self.dispatch(now, g, proxy as usize, now, 0);
     }
 
-    fn dispatch(&mut self, now: f64, g: usize, user_start: f64, attempt: u32) {
+    fn dispatch(&mut self, now: f64, g: usize, proxy: usize, user_start: f64, attempt: u32) {
+        let nb = self.backends.len();
         let group = &mut self.groups[g];
-        let total = group.cumulative.last().copied().unwrap_or(0.0);
-        let x = group.routing.uniform() * total;
-        let b = group
-            .cumulative
-            .partition_point(|&c| c <= x)
-            .min(self.backends.len() - 1);
-        group.counters[b].on_request();
+        let all = 0..group.proxies[proxy].endpoints.len();
+        let (b, replica) = match self.routing {
+            Routing::Weighted | Routing::WeightedP2c => {
+                let total = group.cumulative.last().copied().unwrap_or(0.0);
+                let b = weighted_pick(&group.cumulative, group.routing.uniform() * total);
+                if self.routing == Routing::Weighted {
+                    (b, NO_REPLICA)
+                } else {
+                    let be = &self.backends[b];
+                    let range = be.first_endpoint..be.first_endpoint + be.replicas.len();
+                    let e = p2c::choose(
+                        &mut group.proxies[proxy].endpoints,
+                        range,
+                        now,
+                        &mut group.routing,
+                    )
+                    .unwrap_or(be.first_endpoint);
+                    (b, (e - be.first_endpoint) as u32)
+                }
+            }
+            Routing::P2c => {
+                let e = p2c::choose(
+                    &mut group.proxies[proxy].endpoints,
+                    all,
+                    now,
+                    &mut group.routing,
+                )
+                .unwrap_or(0);
+                let b = self
+                    .backends
+                    .partition_point(|be| be.first_endpoint <= e)
+                    .saturating_sub(1)
+                    .min(nb - 1);
+                (b, (e - self.backends[b].first_endpoint) as u32)
+            }
+        };
+        let px = &mut group.proxies[proxy];
+        px.counters[b].on_request();
+        if replica != NO_REPLICA {
+            px.endpoints[self.backends[b].first_endpoint + replica as usize].on_send();
+        }
         let rtt = self.sc.rtt_ms[group.cluster][self.backends[b].cluster] / 1000.0;
         if user_start >= 0.0 {
             self.attempts[b] += 1;
@@ -333,7 +478,9 @@ impl Sim<'_> {
         }
         let req = Request {
             group: g as u32,
+            proxy: proxy as u32,
             backend: b as u32,
+            replica,
             attempt,
             success: true,
             user_start,
@@ -348,49 +495,52 @@ impl Sim<'_> {
         let p = spec.success.at(now);
         let be = &mut self.backends[b];
         req.success = p >= 1.0 || be.rng.uniform() < p;
-        // Join the replica with the fewest outstanding requests (Linkerd balances inside a
-        // cluster by load); ties go to the lowest index.
-        let (r, _) = be
-            .replicas
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, rep)| rep.busy as usize + rep.queue.len())
-            .unwrap_or((0, &be.replicas[0]));
-        if be.replicas[r].busy < be.concurrency {
-            be.replicas[r].busy += 1;
-            self.start_service(now, r, req);
+        if req.replica == NO_REPLICA {
+            // Join the replica with the fewest outstanding requests (an idealised in-cluster
+            // balancer with a global view); ties go to the lowest index.
+            let r = be
+                .replicas
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, rep)| rep.busy as usize + rep.queue.len())
+                .map_or(0, |(r, _)| r);
+            req.replica = r as u32;
+        }
+        let rep = &mut be.replicas[req.replica as usize];
+        if rep.busy < be.concurrency {
+            rep.busy += 1;
+            self.start_service(now, req);
         } else {
-            be.replicas[r].queue.push_back(req);
+            rep.queue.push_back(req);
         }
     }
 
-    fn start_service(&mut self, now: f64, replica: usize, req: Request) {
+    fn start_service(&mut self, now: f64, req: Request) {
         let b = req.backend as usize;
         let spec = &self.sc.backends[b];
+        let rng = &mut self.backends[b].rng;
         let service_ms = match (req.success, spec.failure_latency_ms) {
-            (false, Some(f)) => f,
+            (false, Some(FailureLatency::Fixed(f))) => f,
+            (false, Some(FailureLatency::LogNormal { p50_ms, p99_ms })) => {
+                let sigma = (p99_ms.ln() - p50_ms.ln()) / Z_P99;
+                rng.lognormal(p50_ms.ln(), sigma)
+                    .min(p99_ms * spec.tail_cap)
+            }
             _ => {
                 let p50 = spec.p50_ms.at(now);
                 let p99 = spec.p99_ms.at(now).max(p50);
                 let sigma = (p99.ln() - p50.ln()) / Z_P99;
-                let cap = p99 * spec.tail_cap;
-                self.backends[b].rng.lognormal(p50.ln(), sigma).min(cap)
+                rng.lognormal(p50.ln(), sigma).min(p99 * spec.tail_cap)
             }
         };
-        self.push(
-            now + service_ms / 1000.0,
-            Kind::Complete {
-                replica: replica as u32,
-                req,
-            },
-        );
+        self.push(now + service_ms / 1000.0, Kind::Complete(req));
     }
 
-    fn on_complete(&mut self, now: f64, replica: usize, req: Request) {
+    fn on_complete(&mut self, now: f64, req: Request) {
         let b = req.backend as usize;
-        let rep = &mut self.backends[b].replicas[replica];
+        let rep = &mut self.backends[b].replicas[req.replica as usize];
         if let Some(next) = rep.queue.pop_front() {
-            self.start_service(now, replica, next);
+            self.start_service(now, next);
         } else {
             rep.busy -= 1;
         }
@@ -402,50 +552,88 @@ impl Sim<'_> {
     fn on_response(&mut self, now: f64, req: Request) {
         let g = req.group as usize;
         let b = req.backend as usize;
-        self.groups[g].counters[b].on_response(req.success, (now - req.sent) * 1000.0);
+        let px = &mut self.groups[g].proxies[req.proxy as usize];
+        px.counters[b].on_response(req.success, (now - req.sent) * 1000.0);
+        if self.routing != Routing::Weighted {
+            let e = self.backends[b].first_endpoint + req.replica as usize;
+            px.endpoints[e].on_response(now, now - req.sent);
+        }
         if !req.success && req.attempt < self.groups[g].max_retries {
-            self.dispatch(now, g, req.user_start, req.attempt + 1);
+            self.dispatch(now, g, req.proxy as usize, req.user_start, req.attempt + 1);
             return;
         }
         if req.user_start >= 0.0 {
             let ms = (now - req.user_start) * 1000.0;
-            self.latencies_ms.push(ms);
+            self.latency.record(ms);
             if req.success {
                 self.successes += 1;
             }
-            if let Some(w) = self.window(req.user_start) {
-                self.win_latencies[w].push(ms);
+            if let Some(w) = self.window(req.user_start)
+                && let Some(o) = self.open.get_mut(&w)
+            {
+                o.latencies.record(ms);
+                o.outstanding -= 1;
             }
         }
     }
 
-    fn on_scrape(&mut self, now: f64) {
-        let keep_after = now - self.sc.query_window - self.sc.scrape_interval;
-        for g in &mut self.groups {
-            g.scrapes.retain(|s| s.t > keep_after);
-            g.scrapes.push(Scrape::take(now, &g.counters));
-        }
+    fn on_scrape(&mut self, now: f64, g: usize, p: usize) {
+        // Keep what a query window can still reach, plus the sample before it.
+        let keep_after = now - self.window_secs - self.sc.scrape_interval;
+        let px = &mut self.groups[g].proxies[p];
+        px.scrapes.retain(|s| s.t > keep_after);
+        px.scrapes.push(Scrape::take(now, &px.counters));
         let next = now + self.sc.scrape_interval;
         if next < self.duration {
-            self.push(next, Kind::Scrape);
+            self.push(
+                next,
+                Kind::Scrape {
+                    group: g as u32,
+                    proxy: p as u32,
+                },
+            );
         }
     }
 
     fn on_control(&mut self, now: f64) -> Result<()> {
         let nb = self.backends.len();
-        for g in &mut self.groups {
-            let samples = observe::query(&g.scrapes, now, self.sc.query_window, nb);
-            let w = g.policy.weights(now, &samples)?;
-            let mut acc = 0.0;
-            for (c, w) in g.cumulative.iter_mut().zip(w) {
-                acc += f64::from(w);
-                *c = acc;
-            }
+        // The query is evaluated at `now`; its answer arrives `query_latency` later, the weights
+        // are written then and reach the proxies `propagation_delay` after the write.
+        let arrive = now + self.sc.query_latency + self.sc.propagation_delay;
+        for g in 0..self.groups.len() {
+            let group = &mut self.groups[g];
+            let targets: Vec<&[Scrape]> =
+                group.proxies.iter().map(|p| p.scrapes.as_slice()).collect();
+            let samples = observe::query_targets(&targets, now, self.window_secs, nb);
+            let w = group
+                .policy
+                .weights(now + self.sc.query_latency, &samples)?;
+            group.in_flight_weights.push_back((arrive, w));
+            self.push(arrive, Kind::Apply { group: g as u32 });
         }
+        self.close_windows(now);
         let next = now + self.sc.control_interval;
         if next < self.duration {
             self.push(next, Kind::Control);
         }
         Ok(())
+    }
+
+    fn on_apply(&mut self, now: f64, g: usize) {
+        let group = &mut self.groups[g];
+        // Every write has the same delay, so they arrive in the order they were written.
+        while group
+            .in_flight_weights
+            .front()
+            .is_some_and(|(t, _)| *t <= now)
+        {
+            if let Some((_, w)) = group.in_flight_weights.pop_front() {
+                let mut acc = 0.0;
+                for (c, w) in group.cumulative.iter_mut().zip(w) {
+                    acc += f64::from(w);
+                    *c = acc;
+                }
+            }
+        }
     }
 }

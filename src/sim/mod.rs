@@ -3,13 +3,17 @@
 //!
 //! Modules: [`scenario`] (schema and validation) with [`series`] (time series), [`builtin`]
 //! (embedded scenarios), [`rng`] (seeded PRNG and samplers), [`engine`] (the event loop),
-//! [`observe`] (Prometheus as the operator's queries see it), [`policy`] (rr, c3, l3, l3-peak),
-//! [`report`] (table, JSON, Markdown), [`plot`] (SVG) and [`evaluate`] (`make evaluate`).
+//! [`observe`] (Prometheus as the operator's queries see it), [`policy`] (rr, c3, c3-p99, p2c,
+//! l3, l3+p2c, l3-peak) with [`p2c`] (Linkerd's proxy balancer), [`latency`] (bounded-memory
+//! quantiles), [`report`] (table, JSON, Markdown), [`plot`] (SVG, PNG) and [`evaluate`]
+//! (`make evaluate`).
 
 pub mod builtin;
 pub mod engine;
 pub mod evaluate;
+pub mod latency;
 pub mod observe;
+pub mod p2c;
 pub mod plot;
 pub mod policy;
 pub mod report;
@@ -21,7 +25,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 pub use engine::{RunResult, run};
-pub use policy::{Policy, PolicyKind};
+pub use policy::{Policy, PolicyKind, Routing};
 pub use report::Report;
 pub use scenario::Scenario;
 
@@ -45,9 +49,15 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    /// A policy name not in `rr, c3, l3, l3-peak`.
-    #[error("unknown policy {0:?}, expected a comma-separated list of rr, c3, l3, l3-peak")]
+    /// A policy name not in [`PolicyKind::ALL`].
+    #[error("unknown policy {0:?}, expected a comma-separated list of {names}", names = PolicyKind::names())]
     UnknownPolicy(String),
+    /// A run in which no user request was measured: nothing to report.
+    #[error("{0}")]
+    NothingMeasured(String),
+    /// Rendering the plot as PNG failed.
+    #[error("cannot render {path}: {message}")]
+    Render { path: String, message: String },
     /// A bad command-line value.
     #[error("{flag}: {message}")]
     Flag { flag: &'static str, message: String },
@@ -82,20 +92,23 @@ pub struct SimulateArgs {
     /// Built-in scenario name (see --list) or path to a scenario YAML file.
     #[arg(long, default_value = builtin::DEFAULT)]
     pub scenario: String,
-    /// Comma-separated policies to compare: rr, c3, l3, l3-peak.
-    #[arg(long, default_value = "rr,c3,l3,l3-peak")]
+    /// Comma-separated policies to compare: rr, c3, c3-p99, p2c, l3, l3+p2c, l3-peak.
+    #[arg(long, default_value = "rr,c3,c3-p99,p2c,l3,l3+p2c,l3-peak")]
     pub policy: String,
     /// Seed of the random streams; the same seed gives byte-identical output.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_hyphen_values = true)]
     pub seed: u64,
     /// Measured duration instead of the scenario's, e.g. 600, 90s, 10m.
-    #[arg(long)]
+    // Hyphen values are let through so that `--duration -5m` reaches parse_duration and gets
+    // its message instead of clap's "unexpected argument".
+    #[arg(long, allow_hyphen_values = true)]
     pub duration: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Also write an SVG with p99 and backend shares over time to this file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Also plot p99 and backend shares over time to this file: SVG, or PNG when the name ends
+    /// in .png.
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<std::path::PathBuf>,
     /// List the built-in scenarios and exit.
     #[arg(long)]
@@ -105,7 +118,12 @@ pub struct SimulateArgs {
     #[arg(long, conflicts_with_all = ["list", "plot"])]
     pub evaluate: bool,
     /// Number of seeds (1..=N) for --evaluate.
-    #[arg(long, default_value_t = 3, requires = "evaluate")]
+    #[arg(
+        long,
+        default_value_t = 3,
+        requires = "evaluate",
+        allow_hyphen_values = true
+    )]
     pub seeds: u64,
 }
 
@@ -128,19 +146,118 @@ pub fn parse_duration(s: &str) -> Result<f64> {
     }
 }
 
-/// Parses a comma-separated policy list (duplicates dropped, order kept).
+/// Parses a comma-separated policy list (duplicates dropped, order kept); an empty item
+/// (`rr,,l3`, a trailing comma) is an error.
 pub fn parse_policies(s: &str) -> Result<Vec<PolicyKind>> {
     let mut out = Vec::new();
-    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+    for (i, part) in s.split(',').enumerate() {
+        if part.trim().is_empty() {
+            return Err(Error::Flag {
+                flag: "--policy",
+                message: format!(
+                    "item {} of {s:?} is empty, expected a comma-separated list of {}",
+                    i + 1,
+                    PolicyKind::names()
+                ),
+            });
+        }
         let k = PolicyKind::parse(part)?;
         if !out.contains(&k) {
             out.push(k);
         }
     }
-    if out.is_empty() {
-        return Err(Error::UnknownPolicy(s.to_owned()));
-    }
     Ok(out)
+}
+
+/// What `--plot` writes, by the file name's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlotFormat {
+    /// `.svg`.
+    Svg,
+    /// `.png`, rendered from the SVG with resvg.
+    Png,
+}
+
+/// The plot format for a path: `.svg` or `.png` (any case); anything else is refused.
+pub fn plot_format(path: &std::path::Path) -> Result<PlotFormat> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("svg") => Ok(PlotFormat::Svg),
+        Some("png") => Ok(PlotFormat::Png),
+        _ => Err(Error::Flag {
+            flag: "--plot",
+            message: format!(
+                "is {:?}, expected a file name ending in .svg or .png",
+                path.display().to_string()
+            ),
+        }),
+    }
+}
+
+/// Refuses a run set in which no user request was measured (the report would be all NaN), naming
+/// why when a client offers no traffic.
+pub fn check_measured(sc: &Scenario, runs: &[RunResult], duration: f64) -> Result<()> {
+    let Some(empty) = runs.iter().find(|r| r.requests() == 0) else {
+        return Ok(());
+    };
+    let idle: Vec<&str> = sc
+        .clients
+        .iter()
+        .filter(|c| c.rps.max() <= 0.0)
+        .map(|c| c.name.as_str())
+        .collect();
+    let why = if idle.len() == sc.clients.len() {
+        format!(
+            "every client offers 0 RPS ({}), so no request was sent",
+            idle.join(", ")
+        )
+    } else {
+        format!(
+            "the clients sent no request that started in the {duration} s measured (is the rate 0 there, or the duration too short?)"
+        )
+    };
+    Err(Error::NothingMeasured(format!(
+        "scenario {}: nothing measured for policy {}: {why}",
+        sc.name,
+        empty.policy.name()
+    )))
+}
+
+/// Notes on stderr for clients that offer no traffic at all (the run goes on with the others).
+fn warn_idle_clients(sc: &Scenario) {
+    for c in sc.clients.iter().filter(|c| c.rps.max() <= 0.0) {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "note: scenario {}: client {} offers 0 RPS throughout and sends no request",
+            sc.name,
+            c.name
+        );
+    }
+}
+
+/// Writes the plot of `runs` to `path` as SVG or PNG (by extension).
+pub fn write_plot(
+    path: &std::path::Path,
+    sc: &Scenario,
+    seed: u64,
+    runs: &[RunResult],
+) -> Result<()> {
+    let format = plot_format(path)?;
+    let svg = plot::svg(sc, seed, runs);
+    let bytes = match format {
+        PlotFormat::Svg => svg.into_bytes(),
+        PlotFormat::Png => plot::png(&svg).map_err(|message| Error::Render {
+            path: path.display().to_string(),
+            message,
+        })?,
+    };
+    std::fs::write(path, bytes).map_err(|source| Error::Write {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// A built-in scenario by name, else a YAML file by path.
@@ -271,22 +388,33 @@ pub fn main(args: &SimulateArgs) -> Result<()> {
         let text = evaluate::markdown(&policies, &seeds, duration)?;
         return write_out(&mut stdout, &text);
     }
+    // Refuse a bad plot name before spending the run on it.
+    if let Some(path) = &args.plot {
+        plot_format(path)?;
+    }
     let sc = load_scenario(&args.scenario)?;
+    warn_idle_clients(&sc);
     let mut progress = Progress::new();
     let runs = run_policies(&sc, &policies, args.seed, duration, &mut progress);
     progress.finish();
     let runs = runs?;
-    let report = Report::new(&sc, args.seed, duration.unwrap_or(sc.duration), &runs);
+    let measured = duration.unwrap_or(sc.duration);
+    check_measured(&sc, &runs, measured)?;
+    let report = Report::new(&sc, args.seed, measured, &runs);
     let text = match args.format {
         Format::Table => report.to_table(),
         Format::Json => report.to_json(),
         Format::Markdown => report.to_markdown(),
     };
+    write_out(&mut stdout, &text)?;
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot::svg(&sc, args.seed, &runs)).map_err(|source| Error::Write {
-            path: path.display().to_string(),
-            source,
-        })?;
+        write_plot(path, &sc, args.seed, &runs)?;
+        // Where it went, on stderr so that stdout stays the report alone.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "plot written to {}",
+            path.display()
+        );
     }
-    write_out(&mut stdout, &text)
+    Ok(())
 }

@@ -4,10 +4,12 @@
 //! Each client group's proxies count, per backend, requests sent, responses by classification,
 //! and the latency of successful responses in Linkerd's `response_latency_ms` buckets
 //! (the linkerd2-proxy's outbound metrics). Every scrape interval those cumulative counters are recorded; at each
-//! control tick the query evaluates, over the range window, `rate()` with Prometheus'
-//! extrapolation, `histogram_quantile()` with its linear interpolation inside a bucket, the
-//! success ratio, and in-flight as `request_total - response_total` at the latest scrape. So
-//! bucket quantisation and window lag reach the policy as they would in a cluster.
+//! control tick the query evaluates, over the range window and exactly the samples inside it,
+//! `rate()` with Prometheus' extrapolation per target summed over targets,
+//! `histogram_quantile()` with its linear interpolation inside a bucket, the success ratio, and
+//! in-flight by Little's law from the rate of `response_latency_ms_sum` (the operator's default
+//! estimator). So scrape phases, bucket
+//! quantisation and window lag reach the policy as they would in a cluster.
 
 use crate::state::BackendSample;
 
@@ -122,6 +124,8 @@ pub struct Counters {
     pub successes: f64,
     /// `response_total{classification="failure"}`.
     pub failures: f64,
+    /// `response_latency_ms_sum`: the latency of every response (any status), ms.
+    pub latency_sum_ms: f64,
     /// Non-cumulative `response_latency_ms` bucket counts of successful responses.
     pub buckets: [f64; NBUCKETS],
 }
@@ -132,6 +136,7 @@ impl Default for Counters {
             requests: 0.0,
             successes: 0.0,
             failures: 0.0,
+            latency_sum_ms: 0.0,
             buckets: [0.0; NBUCKETS],
         }
     }
@@ -145,6 +150,7 @@ impl Counters {
 
     /// Count a response with its latency.
     pub fn on_response(&mut self, success: bool, latency_ms: f64) {
+        self.latency_sum_ms += latency_ms;
         if success {
             self.successes += 1.0;
             self.buckets[bucket_index(latency_ms)] += 1.0;
@@ -173,6 +179,7 @@ pub struct Scrape {
     requests: Vec<f64>,
     successes: Vec<f64>,
     failures: Vec<f64>,
+    latency_sum_ms: Vec<f64>,
     le: Vec<[f64; NBUCKETS]>,
 }
 
@@ -184,28 +191,52 @@ impl Scrape {
             requests: counters.iter().map(|c| c.requests).collect(),
             successes: counters.iter().map(|c| c.successes).collect(),
             failures: counters.iter().map(|c| c.failures).collect(),
+            latency_sum_ms: counters.iter().map(|c| c.latency_sum_ms).collect(),
             le: counters.iter().map(Counters::cumulative).collect(),
         }
     }
 }
 
 /// The per-backend samples the operator's queries return at `now` over the scrapes inside
-/// `(now - window, now]`; a signal Prometheus would have no value for is `None`.
+/// `(now - window, now]` of one target; a signal Prometheus would have no value for is `None`.
 pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<BackendSample> {
+    query_targets(&[scrapes], now, window, backends)
+}
+
+/// Like [`query`] over several targets (client proxies, each scraped at its own phase), as
+/// `sum by (dst) (rate(...[window]))`: each target's series is rated over its own samples and
+/// the rates of the targets that have one are summed (a target with fewer than two samples in
+/// the window contributes nothing, as in PromQL). The latency quantiles come from the summed
+/// bucket rates; in-flight is the summed rate of the latency sum in seconds (Little's law).
+pub fn query_targets(
+    targets: &[&[Scrape]],
+    now: f64,
+    window: f64,
+    backends: usize,
+) -> Vec<BackendSample> {
     let start = now - window;
-    let inside: Vec<&Scrape> = scrapes
+    let inside: Vec<Vec<&Scrape>> = targets
         .iter()
-        .filter(|s| s.t > start && s.t <= now)
+        .map(|t| t.iter().filter(|s| s.t > start && s.t <= now).collect())
         .collect();
-    let rate = |get: &dyn Fn(&Scrape) -> f64| -> Option<f64> {
-        let pts: Vec<(f64, f64)> = inside.iter().map(|s| (s.t, get(s))).collect();
-        extrapolated_rate(&pts, start, now)
+    let mut pts: Vec<(f64, f64)> = Vec::new();
+    // sum over targets of rate(get) ; None when no target has a rate.
+    let mut sum_rate = |get: &dyn Fn(&Scrape) -> f64| -> Option<f64> {
+        let mut total: Option<f64> = None;
+        for target in &inside {
+            pts.clear();
+            pts.extend(target.iter().map(|s| (s.t, get(s))));
+            if let Some(r) = extrapolated_rate(&pts, start, now) {
+                *total.get_or_insert(0.0) += r;
+            }
+        }
+        total
     };
     (0..backends)
         .map(|b| {
-            let rps = rate(&|s| s.requests[b]);
-            let ok = rate(&|s| s.successes[b]);
-            let failed = rate(&|s| s.failures[b]);
+            let rps = sum_rate(&|s| s.requests[b]);
+            let ok = sum_rate(&|s| s.successes[b]);
+            let failed = sum_rate(&|s| s.failures[b]);
             let success_rate = match (ok, failed) {
                 (Some(o), Some(f)) if o + f > 0.0 => Some(o / (o + f)),
                 _ => None,
@@ -213,7 +244,7 @@ pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<
             let bucket_rates: Option<Vec<(f64, f64)>> = (0..NBUCKETS)
                 .map(|i| {
                     let le = LINKERD_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
-                    rate(&|s| s.le[b][i]).map(|r| (le, r))
+                    sum_rate(&|s| s.le[b][i]).map(|r| (le, r))
                 })
                 .collect();
             let quantile = |q: f64| {
@@ -222,9 +253,9 @@ pub fn query(scrapes: &[Scrape], now: f64, window: f64, backends: usize) -> Vec<
                     .map(|br| histogram_quantile(q, br) / 1000.0)
                     .filter(|v| v.is_finite())
             };
-            let inflight = inside
-                .last()
-                .map(|s| (s.requests[b] - s.successes[b] - s.failures[b]).max(0.0));
+            // The operator's default in-flight estimator (src/source/query.rs): Little's law,
+            // `sum(rate(response_latency_ms_sum[W])) * 0.001` = throughput × mean latency.
+            let inflight = sum_rate(&|s| s.latency_sum_ms[b]).map(|r| r / 1000.0);
             BackendSample {
                 latency_secs: quantile(0.99),
                 p50_secs: quantile(0.5),

@@ -1,10 +1,13 @@
 //! Load-balancing policies the simulator compares. Each turns one control tick's per-backend
-//! samples into TrafficSplit weights, through the operator's own state and algorithm code.
+//! samples into TrafficSplit weights, through the operator's own state and algorithm code, and
+//! names how the client proxies route ([`Routing`]): by those weights, or per request with
+//! Linkerd's P2C balancer ([`super::p2c`]).
 //!
 //! New variants implement [`Policy`] and get a name in [`PolicyKind`].
 
 use std::collections::BTreeMap;
 
+use crate::algorithm::c3::C3Estimate;
 use crate::algorithm::{self, DEFAULT_MIN_SHARE, DEFAULT_TOTAL_WEIGHT, FilterKind, PipelineConfig};
 use crate::state::{BackendSample, BackendState, FilterSettings, SplitState};
 
@@ -16,31 +19,67 @@ pub trait Policy {
     fn weights(&mut self, t: f64, samples: &[BackendSample]) -> Result<Vec<u32>>;
 }
 
+/// How a client proxy picks where an attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// A backend with probability proportional to the policy's weights; inside the backend the
+    /// replica with the fewest outstanding requests (an idealised in-cluster balancer).
+    Weighted,
+    /// Linkerd's P2C over every replica of every backend (a federated service); the policy's
+    /// weights are not used.
+    P2c,
+    /// A backend by the policy's weights, then P2C among that backend's replicas.
+    WeightedP2c,
+}
+
 /// The policies `l3 simulate` knows, by their command-line names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PolicyKind {
     /// Equal weights: Linkerd's behaviour without a latency-aware split.
     RoundRobin,
-    /// The paper's adapted C3 (`algorithm::c3`), EWMA-filtered signals.
+    /// The paper's adapted C3 (`algorithm::c3`), EWMA-filtered signals, driven by the mean of
+    /// the fitted log-normal.
     C3,
+    /// The same C3 driven by the filtered p99.
+    C3P99,
+    /// Linkerd's proxy balancer per request over all endpoints of all clusters.
+    P2c,
     /// L3 with the paper's defaults and EWMA filters.
     L3,
+    /// L3's weights across backends, P2C among each backend's replicas.
+    L3P2c,
     /// L3 with PeakEWMA filters (paper §5.2.2).
     L3Peak,
 }
 
 impl PolicyKind {
     /// Every policy, in report order.
-    pub const ALL: [PolicyKind; 4] = [Self::RoundRobin, Self::C3, Self::L3, Self::L3Peak];
+    pub const ALL: [PolicyKind; 7] = [
+        Self::RoundRobin,
+        Self::C3,
+        Self::C3P99,
+        Self::P2c,
+        Self::L3,
+        Self::L3P2c,
+        Self::L3Peak,
+    ];
 
     /// The command-line and report name.
     pub fn name(self) -> &'static str {
         match self {
             Self::RoundRobin => "rr",
             Self::C3 => "c3",
+            Self::C3P99 => "c3-p99",
+            Self::P2c => "p2c",
             Self::L3 => "l3",
+            Self::L3P2c => "l3+p2c",
             Self::L3Peak => "l3-peak",
         }
+    }
+
+    /// The names, comma-separated (for messages).
+    pub fn names() -> String {
+        Self::ALL.map(Self::name).join(", ")
     }
 
     /// Parses a command-line name.
@@ -51,12 +90,22 @@ impl PolicyKind {
             .ok_or_else(|| Error::UnknownPolicy(s.to_owned()))
     }
 
+    /// How the proxies route under this policy.
+    pub fn routing(self) -> Routing {
+        match self {
+            Self::P2c => Routing::P2c,
+            Self::L3P2c => Routing::WeightedP2c,
+            _ => Routing::Weighted,
+        }
+    }
+
     /// A fresh policy for the given backend names (scenario order).
     pub fn build(self, backends: &[String]) -> Result<Box<dyn Policy + Send>> {
         Ok(match self {
-            Self::RoundRobin => Box::new(RoundRobin { n: backends.len() }),
-            Self::C3 => Box::new(C3::new(backends)?),
-            Self::L3 => Box::new(L3::new(backends, FilterKind::Ewma)?),
+            Self::RoundRobin | Self::P2c => Box::new(RoundRobin { n: backends.len() }),
+            Self::C3 => Box::new(C3::new(backends, C3Estimate::LogNormalMean)?),
+            Self::C3P99 => Box::new(C3::new(backends, C3Estimate::P99)?),
+            Self::L3 | Self::L3P2c => Box::new(L3::new(backends, FilterKind::Ewma)?),
             Self::L3Peak => Box::new(L3::new(backends, FilterKind::PeakEwma)?),
         })
     }
@@ -148,17 +197,19 @@ impl Policy for L3 {
 pub struct C3 {
     names: Names,
     state: SplitState,
+    estimate: C3Estimate,
 }
 
 impl C3 {
-    /// C3 over the given backends.
-    pub fn new(backends: &[String]) -> Result<Self> {
+    /// C3 over the given backends with the given latency estimate.
+    pub fn new(backends: &[String], estimate: C3Estimate) -> Result<Self> {
         let mut state = SplitState::new(FilterSettings::default())?;
         state.sync_backends(backends.iter().map(String::as_str));
         algorithm::normalise::validate(backends.len(), DEFAULT_TOTAL_WEIGHT, DEFAULT_MIN_SHARE)?;
         Ok(Self {
             names: Names::new(backends),
             state,
+            estimate,
         })
     }
 }
@@ -172,7 +223,12 @@ impl Policy for C3 {
             .backends()
             .map(|(_, b)| BackendState::c3_signals(b))
             .collect();
-        let w = algorithm::c3_weights(&signals, DEFAULT_TOTAL_WEIGHT, DEFAULT_MIN_SHARE)?;
+        let w = algorithm::c3_weights_with(
+            &signals,
+            self.estimate,
+            DEFAULT_TOTAL_WEIGHT,
+            DEFAULT_MIN_SHARE,
+        )?;
         Ok(self.names.to_scenario_order(&w))
     }
 }

@@ -30,12 +30,15 @@ pub struct PolicyReport {
     pub requests: u64,
     /// Fraction of user requests that finally succeeded.
     pub success_rate: f64,
-    /// End-to-end latency quantiles (nearest rank, all user requests, retries included), ms.
+    /// End-to-end latency quantiles (all user requests, retries included), ms, within 0.1 % of
+    /// the nearest-rank quantile (HdrHistogram, 3 significant digits).
     pub latency_ms: Latency,
     /// `(p99 - p99_rr) / p99_rr * 100`; `null` when `rr` was not run.
     pub p99_change_vs_rr_pct: Option<f64>,
     /// `(p99 - p99_c3) / p99_c3 * 100`; `null` when `c3` was not run.
     pub p99_change_vs_c3_pct: Option<f64>,
+    /// `(p99 - p99_p2c) / p99_p2c * 100`; `null` when `p2c` was not run.
+    pub p99_change_vs_p2c_pct: Option<f64>,
     /// Share of the attempts each backend received, in scenario order.
     pub backend_share: Vec<BackendShare>,
 }
@@ -81,7 +84,11 @@ impl Report {
                 .find(|r| r.policy == k)
                 .map(|r| r.quantile_ms(0.99))
         };
-        let (rr, c3) = (p99_of(PolicyKind::RoundRobin), p99_of(PolicyKind::C3));
+        let (rr, c3, p2c) = (
+            p99_of(PolicyKind::RoundRobin),
+            p99_of(PolicyKind::C3),
+            p99_of(PolicyKind::P2c),
+        );
         let policies = runs
             .iter()
             .map(|r| {
@@ -99,6 +106,7 @@ impl Report {
                     },
                     p99_change_vs_rr_pct: rr.map(|b| change(p99, b)),
                     p99_change_vs_c3_pct: c3.map(|b| change(p99, b)),
+                    p99_change_vs_p2c_pct: p2c.map(|b| change(p99, b)),
                     backend_share: sc
                         .backends
                         .iter()
@@ -130,7 +138,7 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
     }
 
-    fn rows(&self) -> Vec<[String; 9]> {
+    fn rows(&self) -> Vec<[String; 10]> {
         let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:+.1} %"));
         self.policies
             .iter()
@@ -145,12 +153,13 @@ impl Report {
                     p.requests.to_string(),
                     pct(p.p99_change_vs_rr_pct),
                     pct(p.p99_change_vs_c3_pct),
+                    pct(p.p99_change_vs_p2c_pct),
                 ]
             })
             .collect()
     }
 
-    const HEADER: [&'static str; 9] = [
+    const HEADER: [&'static str; 10] = [
         "policy",
         "p50 ms",
         "p90 ms",
@@ -160,6 +169,7 @@ impl Report {
         "requests",
         "p99 vs rr",
         "p99 vs c3",
+        "p99 vs p2c",
     ];
 
     fn title(&self) -> String {
