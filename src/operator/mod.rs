@@ -298,9 +298,7 @@ fn signal_source(
     args: &crate::source::prometheus::PrometheusArgs,
     registry: &prometheus::Registry,
 ) -> Result<crate::source::PrometheusSource> {
-    use crate::source::{
-        prometheus::{PrometheusConfig, PrometheusSource},
-    };
+    use crate::source::prometheus::{PrometheusConfig, PrometheusSource};
     let config = PrometheusConfig::from_args(args)?;
     Ok(PrometheusSource::new(config, registry)?)
 }
