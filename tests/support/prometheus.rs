@@ -1,5 +1,5 @@
 //! A real Prometheus (the Debian package's `/usr/bin/prometheus`) on a free loopback port, with
-//! a temporary data dir and a 1 s scrape interval, killed on drop.
+//! a temporary data dir and a 1 s scrape interval (or another), killed on drop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -56,11 +56,18 @@ pub struct Prometheus {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
 }
 
 impl Prometheus {
     /// Start Prometheus scraping `targets` every second and wait until it is ready (bounded).
     pub async fn start(bin: &PathBuf, targets: &[SocketAddr]) -> Self {
+        Self::start_every(bin, targets, 1.0).await
+    }
+
+    /// Start Prometheus scraping `targets` every `scrape_secs` and wait until it is ready.
+    pub async fn start_every(bin: &PathBuf, targets: &[SocketAddr], scrape_secs: f64) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let list = targets
             .iter()
@@ -68,39 +75,25 @@ impl Prometheus {
             .collect::<Vec<_>>()
             .join(", ");
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+            "global:\n  scrape_interval: {scrape_secs}s\n  scrape_timeout: {scrape_secs}s\n  evaluation_interval: {scrape_secs}s\n\
              scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
         );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let log_path = dir.path().join("prometheus.log");
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
         // A port can be taken between `free_port` and the bind: retry with another one.
         for _attempt in 0..3 {
             let port = free_port();
-            let log = std::fs::File::create(&log_path).expect("log file");
-            let mut cmd = Command::new(bin);
-            cmd.arg(format!("--config.file={}", config_path.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--log.level=warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log);
-            // Killed with the test process, however it ends (see `cluster::spawn`).
-            let mut child = super::cluster::spawn(cmd)
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let url = format!("http://127.0.0.1:{port}");
-            if wait_ready(&mut child, &url, Duration::from_secs(20)).await {
-                return Prometheus { child, url, dir };
+            if let Some(child) = launch(bin, dir.path(), port).await {
+                return Prometheus {
+                    child,
+                    url: format!("http://127.0.0.1:{port}"),
+                    dir,
+                    bin: bin.clone(),
+                    port,
+                };
             }
-            let _ = child.kill();
-            let _ = child.wait();
             eprintln!(
                 "prometheus did not become ready on port {port}, retrying; log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
+                std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
             );
         }
         panic!("prometheus did not start after 3 attempts");
@@ -111,6 +104,56 @@ impl Prometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Start it again after [`Prometheus::stop`]: same port, same configuration, same data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = launch(&self.bin, self.dir.path(), self.port)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "prometheus did not start again on port {}; log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(self.dir.path().join("prometheus.log"))
+                        .unwrap_or_default()
+                )
+            });
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Start `bin` with the configuration in `dir` on `port`; the child once it is ready, `None`
+/// if it exits or is not ready within 20 s.
+async fn launch(bin: &PathBuf, dir: &std::path::Path, port: u16) -> Option<Child> {
+    let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .arg("--log.level=warn")
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().expect("log file"))
+    .stderr(log);
+    // Killed with the test process, however it ends (see `cluster::spawn`).
+    let mut child = super::cluster::spawn(cmd)
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    if wait_ready(&mut child, &url, Duration::from_secs(20)).await {
+        return Some(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 async fn wait_ready(child: &mut Child, url: &str, limit: Duration) -> bool {
