@@ -4,9 +4,10 @@
 # committed seeds (fuzz/corpus/<target>/) are read but never written: what the fuzzer learns
 # goes to fuzz/work/<target>/ (ignored by git); crashes to fuzz/artifacts/<target>/. Prints the
 # executions per target; fails if any target crashed. cargo-fuzz needs nightly compiler flags:
-# FUZZ_TOOLCHAIN picks the toolchain (default: the stable one, with RUSTC_BOOTSTRAP=1, since
-# rustup may not be able to download a nightly here). FUZZ_SANITIZER defaults to none: the
-# parsers are safe Rust, where AddressSanitizer finds nothing and halves the speed.
+# they are enabled on the default (stable) toolchain with RUSTC_BOOTSTRAP=1, since rustup may
+# not be able to download a nightly here; FUZZ_TOOLCHAIN picks another toolchain (`+name`).
+# FUZZ_SANITIZER defaults to none: the parsers are safe Rust, where AddressSanitizer finds
+# nothing and halves the speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,12 +17,9 @@ sanitizer=${FUZZ_SANITIZER:-none}
 toolchain=${FUZZ_TOOLCHAIN:-}
 tools=${XDG_CACHE_HOME:-$HOME/.cache}/l3/tools
 export PATH="$tools/bin:$PATH"
-if [[ -z "$toolchain" ]]; then
-  export RUSTC_BOOTSTRAP=1
-  plus=()
-else
-  plus=("+$toolchain")
-fi
+export RUSTC_BOOTSTRAP=1
+plus=()
+[[ -n "$toolchain" ]] && plus=("+$toolchain")
 command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing (make tools-fuzz installs it into $tools)" >&2; exit 1; }
 
 mapfile -t targets < <(if [[ -n "${FUZZ_TARGETS:-}" ]]; then tr ' ' '\n' <<<"$FUZZ_TARGETS"; else
