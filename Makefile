@@ -128,11 +128,14 @@ export FUZZ_SECS FUZZ_RUNS FUZZ_TARGETS FUZZ_SANITIZER FUZZ_TOOLCHAIN
 
 # `make soak` is a benchmark, not a test (`make test` never builds or runs it): 1,000 policies
 # on the real control plane with the real Prometheus, faults in turn, then the figures into
-# docs/operations.md. SOAK_POLICIES, SOAK_STEADY_SECS (600) and SOAK_FAULT_SECS scale it down
-# for a trial run. l3 runs as a release build (L3_BIN), the harness as a test binary
-# (tests/soak.rs, `test = false` in Cargo.toml).
+# docs/operations.md. SOAK_POLICIES, SOAK_STEADY_SECS (600), SOAK_FAULT_SECS (settling after
+# each fault) and SOAK_SCRAPE_SECS (Prometheus) scale it down for a trial run. l3 runs as a
+# release build (L3_BIN), the harness as a test binary (tests/soak.rs, `test = false` in
+# Cargo.toml).
 SOAK_POLICIES ?= 1000
 SOAK_STEADY_SECS ?= 600
+SOAK_FAULT_SECS ?= 60
+SOAK_SCRAPE_SECS ?= 10
 export SOAK_POLICIES SOAK_STEADY_SECS SOAK_FAULT_SECS SOAK_SCRAPE_SECS
 
 .PHONY: tools-fuzz fuzz soak

@@ -57,6 +57,7 @@ const PARALLEL: usize = 16;
 fn env_or(name: &str, default: f64) -> f64 {
     std::env::var(name)
         .ok()
+        .filter(|v| !v.is_empty())
         .map(|v| {
             v.parse()
                 .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
