@@ -25,7 +25,11 @@ command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz missing (make tools
 mapfile -t targets < <(if [[ -n "${FUZZ_TARGETS:-}" ]]; then tr ' ' '\n' <<<"$FUZZ_TARGETS"; else
   for f in fuzz/fuzz_targets/*.rs; do basename "$f" .rs; done; fi)
 limit=("-max_total_time=$secs")
-[[ -n "$runs" ]] && limit=("-runs=$runs")
+budget="$secs s"
+if [[ -n "$runs" ]]; then
+  limit=("-runs=$runs")
+  budget="$runs runs"
+fi
 
 cargo "${plus[@]}" fuzz build --sanitizer "$sanitizer"
 failed=()
@@ -33,7 +37,7 @@ summary=()
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/work/$t" "fuzz/artifacts/$t"
   log=$(mktemp)
-  echo "fuzz: $t (${runs:+$runs runs}${runs:-$secs s})"
+  echo "fuzz: $t ($budget)"
   start=$SECONDS
   if cargo "${plus[@]}" fuzz run --sanitizer "$sanitizer" "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- \
       "${limit[@]}" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then

@@ -16,9 +16,12 @@ use crate::sim::Scenario;
 use crate::source::decode;
 use crate::source::{BackendKey, Error as SourceError, Outcome, SignalKind, SourceConfig};
 
-/// Every target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the seed corpus
+/// A target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the seed corpus
 /// `fuzz/corpus/<name>/`) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("prometheus_answer", prometheus_answer),
     ("scenario_yaml", scenario_yaml),
     ("weight_quantity", weight_quantity),

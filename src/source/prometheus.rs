@@ -87,7 +87,7 @@ pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration> {
     let secs = crate::duration::parse_secs(s).unwrap_or(f64::NAN);
     // At least a millisecond: a tiny positive number (`0.0000000001s`) would otherwise round to a
     // zero Duration, a timeout that fails every request.
-    if !(secs.is_finite() && secs >= 0.001 && secs <= 3600.0) {
+    if !(0.001..=3600.0).contains(&secs) {
         return Err(Error::Config {
             field,
             message: format!(
@@ -555,7 +555,10 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert_eq!(parse_duration("f", "1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("f", "1ms").unwrap(), Duration::from_millis(1));
+        assert_eq!(
+            parse_duration("f", "1ms").unwrap(),
+            Duration::from_millis(1)
+        );
         // Found by fuzzing: positive, but zero once a Duration.
         for bad in ["", "2", "0s", "-1s", "abc", "2h", "0.0000000001s", "0.5ms"] {
             let e = parse_duration("prometheus_timeout", bad).unwrap_err();
