@@ -747,6 +747,7 @@ async fn soak() {
 
     // --- figures ---
     let audit: Vec<AuditEvent> = f.l3_audit();
+    let query_failures = query_failures(f.replicas.iter().map(|r| r.log.as_path()));
     let moves = moves.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
     let report = Report {
@@ -755,6 +756,7 @@ async fn soak() {
         pods: &pods,
         phases: &phases,
         audit: &audit,
+        query_failures: &query_failures,
         moves: &moves,
         samples: &samples,
         steady: (steady_from, steady_to),
@@ -783,6 +785,30 @@ async fn soak() {
     );
 }
 
+/// When the replicas logged a failed Prometheus query (seconds since the epoch), from their
+/// JSON logs (the killed replica's process and its successor share a log).
+fn query_failures<'a>(logs: impl Iterator<Item = &'a std::path::Path>) -> Vec<f64> {
+    let mut logs: Vec<&std::path::Path> = logs.collect();
+    logs.sort();
+    logs.dedup();
+    logs.iter()
+        .flat_map(|l| {
+            let text = std::fs::read_to_string(l).unwrap_or_default();
+            text.lines()
+                .filter(|line| line.contains("\"prometheus query failed\""))
+                .filter_map(|line| {
+                    let v: Value = serde_json::from_str(line).ok()?;
+                    let ts = v["timestamp"]
+                        .as_str()?
+                        .parse::<k8s_openapi::jiff::Timestamp>()
+                        .ok()?;
+                    Some(ts.as_millisecond() as f64 / 1000.0)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Seconds since the epoch of an `Instant` in the past.
 fn from_instant(t: Instant) -> f64 {
     cluster::now() - t.elapsed().as_secs_f64()
@@ -795,6 +821,8 @@ struct Report<'a> {
     pods: &'a [String],
     phases: &'a [Phase],
     audit: &'a [AuditEvent],
+    /// When a replica logged a failed Prometheus query.
+    query_failures: &'a [f64],
     moves: &'a Moves,
     samples: &'a Samples,
     steady: (f64, f64),
@@ -934,7 +962,10 @@ impl Report<'_> {
                exporter every {} s ({} backend series families), each split's request mix \
                following the weights l3 writes, ±{:.0} % noise on every backend's rate and latency \
                between scrapes.\n\
-             - Steady for {:.0} s, then faults in turn, each followed by {:.0} s to settle.\n",
+             - Steady for {:.0} s, then faults in turn, each followed by {:.0} s to settle.\n\
+             - Failed Prometheus queries: both replicas' `prometheus query failed` log lines (the \
+               standby runs the same cycles, so its filters stay warm); l3's default query \
+               timeout (2 s) was kept.\n",
             p.policies,
             POLICY_INTERVAL_SECS,
             p.window_secs(),
@@ -1106,7 +1137,7 @@ impl Report<'_> {
         // Phases.
         let _ = writeln!(
             o,
-            "## Phases\n\n| Phase | Start (UTC) | Length | Load average | l3 writes/min (splits, status) | Mismatches | Notes |\n|---|---|---|---|---|---|---|"
+            "## Phases\n\n| Phase | Start (UTC) | Length | Load average | l3 writes/min (splits, status) | Failed Prometheus queries | Mismatches | Notes |\n|---|---|---|---|---|---|---|---|"
         );
         for ph in self.phases {
             let m = (ph.to - ph.from) / 60.0;
@@ -1117,9 +1148,14 @@ impl Report<'_> {
                     .count() as f64
                     / m
             };
+            let failed = self
+                .query_failures
+                .iter()
+                .filter(|t| **t >= ph.from && **t < ph.to)
+                .count();
             let _ = writeln!(
                 o,
-                "| {} | {} | {:.0} s | {} | {:.1}, {:.1} | {} | {} |",
+                "| {} | {} | {:.0} s | {} | {:.1}, {:.1} | {failed} | {} | {} |",
                 ph.name,
                 utc(ph.from),
                 ph.to - ph.from,
