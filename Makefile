@@ -117,6 +117,39 @@ image-name: ## Print the image reference the chart and the release workflow use
 e2e: ## Real-cluster end-to-end test (Docker + kind; exit 3 when they are missing)
 	@e2e/run.sh
 
+##@ Reliability (fuzzing, soak)
+
+# `make fuzz` runs every cargo-fuzz target (fuzz/, its own workspace and Cargo.lock) for
+# FUZZ_SECS seconds, one at a time, or FUZZ_RUNS executions each (e.g. FUZZ_RUNS=1000000);
+# FUZZ_TARGETS="duration policy_spec" picks some. The committed seed corpus is replayed by
+# `make test` (tests/fuzz_corpus.rs). cargo-fuzz is installed from crates.io into
+# ${XDG_CACHE_HOME:-~/.cache}/l3/tools, outside the repository.
+FUZZ_SECS ?= 60
+FUZZ_TOOLS := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/l3/tools
+export FUZZ_SECS FUZZ_RUNS FUZZ_TARGETS FUZZ_SANITIZER FUZZ_TOOLCHAIN
+
+# `make soak` is a benchmark, not a test (`make test` never builds or runs it): 1,000 policies
+# on the real control plane with the real Prometheus, faults in turn, then the figures into
+# docs/operations.md. SOAK_POLICIES, SOAK_STEADY_SECS (600), SOAK_FAULT_SECS (settling after
+# each fault) and SOAK_SCRAPE_SECS (Prometheus) scale it down for a trial run. l3 runs as a
+# release build (L3_BIN), the harness as a test binary (tests/soak.rs, `test = false` in
+# Cargo.toml).
+SOAK_POLICIES ?= 1000
+SOAK_STEADY_SECS ?= 600
+SOAK_FAULT_SECS ?= 60
+SOAK_SCRAPE_SECS ?= 10
+export SOAK_POLICIES SOAK_STEADY_SECS SOAK_FAULT_SECS SOAK_SCRAPE_SECS
+
+.PHONY: tools-fuzz fuzz soak
+tools-fuzz: ## Install cargo-fuzz (crates.io) into ~/.cache/l3/tools when missing
+	@[ -x "$(FUZZ_TOOLS)/bin/cargo-fuzz" ] || $(CARGO) install cargo-fuzz --locked --root "$(FUZZ_TOOLS)"
+
+fuzz: tools-fuzz ## Fuzz every parser for FUZZ_SECS (default 60) seconds per target
+	@scripts/fuzz.sh
+
+soak: testenv tools tools-helm release ## Soak benchmark: 1,000 policies with faults -> docs/operations.md
+	L3_BIN=$(CURDIR)/target/release/l3 $(CARGO) test --locked --test soak -- --nocapture
+
 ##@ Tools (each installs only what is missing)
 
 .PHONY: tools-nextest tools tools-victoria-metrics tools-helm tools-image testenv

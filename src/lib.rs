@@ -8,6 +8,8 @@
 pub mod algorithm;
 pub mod cli;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod operator;
 pub mod replay;
 pub mod sim;

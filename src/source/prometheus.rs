@@ -149,11 +149,13 @@ pub fn now_secs() -> f64 {
 /// Parse a duration such as `2s`, `500ms`, `1.5s` or `1m`; the error names `field`.
 pub fn parse_duration(field: &'static str, s: &str) -> Result<Duration> {
     let secs = crate::duration::parse_secs(s).unwrap_or(f64::NAN);
-    if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+    // At least a millisecond: a tiny positive number (`0.0000000001s`) would otherwise round to a
+    // zero Duration, a timeout that fails every request.
+    if !(0.001..=3600.0).contains(&secs) {
         return Err(Error::Config {
             field,
             message: format!(
-                "expected a positive duration up to 1h with a unit (`2s`, `500ms`, `1m`), got `{s}`"
+                "expected a duration from 1ms up to 1h with a unit (`2s`, `500ms`, `1m`), got `{s}`"
             ),
         });
     }
@@ -771,7 +773,12 @@ mod tests {
             Duration::from_millis(1500)
         );
         assert_eq!(parse_duration("f", "1m").unwrap(), Duration::from_secs(60));
-        for bad in ["", "2", "0s", "-1s", "abc", "2h"] {
+        assert_eq!(
+            parse_duration("f", "1ms").unwrap(),
+            Duration::from_millis(1)
+        );
+        // Found by fuzzing: positive, but zero once a Duration.
+        for bad in ["", "2", "0s", "-1s", "abc", "2h", "0.0000000001s", "0.5ms"] {
             let e = parse_duration("prometheus_timeout", bad).unwrap_err();
             assert!(e.to_string().contains("prometheus_timeout"), "{bad}: {e}");
         }

@@ -398,12 +398,34 @@ impl ControlPlane {
         tail(&self.dir.join(name), 60)
     }
 
-    /// Every audit event so far.
+    /// Every audit event so far, oldest first. The API server rotates its log at 100 MB
+    /// (`audit-<time>.log` beside `audit.log`), which a long run reaches: rotated files are read
+    /// too, in name (= time) order, before the current one.
     pub fn audit(&self) -> Vec<AuditEvent> {
-        let text = std::fs::read_to_string(&self.audit_log).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|v| AuditEvent::from_json(&v))
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("audit-") && n.ends_with(".log"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files.push(self.audit_log.clone());
+        files
+            .iter()
+            .flat_map(|f| {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter_map(|v| AuditEvent::from_json(&v))
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 }

@@ -120,6 +120,11 @@ pub struct Fixture {
 impl Fixture {
     /// Set everything up; no replica is started yet.
     pub async fn new(setup: Setup<'_>) -> Fixture {
+        Self::new_scraped(setup, 1.0).await
+    }
+
+    /// Set everything up with Prometheus scraping every `scrape_secs`.
+    pub async fn new_scraped(setup: Setup<'_>, scrape_secs: f64) -> Fixture {
         let cp = ControlPlane::shared();
         let since = cluster::now();
         let admin = cp.client().await;
@@ -127,7 +132,8 @@ impl Fixture {
         let bin = prometheus::binary().expect(
             "the cluster tests need a real Prometheus; L3_SKIP_PROMETHEUS_TESTS=1 cannot skip them",
         );
-        let prometheus = Prometheus::start(&bin, &[exporter.addr]).await;
+        let prometheus =
+            Prometheus::start_scraping(&bin, &[exporter.addr], scrape_secs.round() as u32).await;
         let mut helm_args = vec![
             format!("--set=prometheus.url={}", prometheus.url),
             format!(

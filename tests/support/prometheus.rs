@@ -76,6 +76,8 @@ pub struct Prometheus {
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
     dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
 }
 
 impl Prometheus {
@@ -128,25 +130,54 @@ impl Prometheus {
         interval_secs: u32,
         dir: tempfile::TempDir,
     ) -> Self {
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, scrape_config(targets, interval_secs))
-            .expect("write prometheus.yml");
-        let data = dir.path().join("data");
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            scrape_config(targets, interval_secs),
+        )
+        .expect("write prometheus.yml");
         let (child, url) = start_on_free_port(
             bin,
             &dir.path().join("prometheus.log"),
             "/-/ready",
-            |port| {
-                vec![
-                    format!("--config.file={}", config_path.display()),
-                    format!("--storage.tsdb.path={}", data.display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    "--log.level=warn".into(),
-                ]
-            },
+            |port| prometheus_args(dir.path(), port),
         )
         .await;
-        Prometheus { child, url, dir }
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port of the URL");
+        Prometheus {
+            child,
+            url,
+            dir,
+            bin: bin.to_owned(),
+            port,
+        }
+    }
+
+    /// Start it again after [`Prometheus::stop`]: same port, same configuration, same data.
+    pub async fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("prometheus.log")).expect("log file");
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(prometheus_args(self.dir.path(), self.port))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        self.child = super::cluster::spawn(cmd)
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        let ready = format!("{}/-/ready", self.url);
+        assert!(
+            wait_ready(&mut self.child, &ready, Duration::from_secs(60)).await,
+            "prometheus did not start again on port {}; log:\n{}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+    }
+
+    /// The process id (for its RSS and CPU).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stop it now (e.g. to test "Prometheus down").
@@ -164,9 +195,19 @@ pub fn scrape_config(targets: &[SocketAddr], interval_secs: u32) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "global:\n  scrape_interval: {interval_secs}s\n  scrape_timeout: 1s\n\
+        "global:\n  scrape_interval: {interval_secs}s\n  scrape_timeout: {interval_secs}s\n\
          scrape_configs:\n  - job_name: linkerd-proxy\n    static_configs:\n      - targets: [{list}]\n"
     )
+}
+
+/// Prometheus' flags for the configuration and data in `dir`, listening on `port`.
+fn prometheus_args(dir: &Path, port: u16) -> Vec<String> {
+    vec![
+        format!("--config.file={}", dir.join("prometheus.yml").display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--log.level=warn".into(),
+    ]
 }
 
 /// Start `bin` with `args(port)` on a free loopback port, its output in `log_path`, and wait
