@@ -89,7 +89,7 @@ fn lease_timing_flags_are_checked_against_each_other() {
     );
     let err = refused(&["--prometheus-timeout", "0s"]);
     assert!(
-        err.contains("prometheus_timeout") && err.contains("positive duration"),
+        err.contains("--prometheus-timeout") && err.contains("from 1ms up to 1h"),
         "{err}"
     );
     let err = refused(&["--api-timeout", "0s"]);

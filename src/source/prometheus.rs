@@ -238,7 +238,7 @@ impl PrometheusConfig {
             basic_auth,
             ca_file: args.prometheus_ca_file.clone(),
             headers,
-            timeout: parse_duration("prometheus_timeout", &args.prometheus_timeout)?,
+            timeout: parse_duration("--prometheus-timeout", &args.prometheus_timeout)?,
             source,
         })
     }
