@@ -90,10 +90,26 @@ pub fn select_rule(rules: &[Value], selector: &RuleSelector) -> Result<usize, Sp
             }
         }
     };
-    found.ok_or_else(|| SplitError::Rule {
+    let index = found.ok_or_else(|| SplitError::Rule {
         reason: "RuleNotFound",
         message: format!("the route has no {selector}; rules: [{}]", choices()),
-    })
+    })?;
+    // A rule named or indexed explicitly must have something to weigh too: with no backendRefs
+    // a weights patch would add an empty list, changing the route beyond its weights.
+    let refs = rules[index]
+        .get("backendRefs")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if refs < 2 {
+        return Err(SplitError::Rule {
+            reason: "NoWeightedRule",
+            message: format!(
+                "{selector} has {refs} backendRefs, expected two or more to weigh; rules: [{}]",
+                choices()
+            ),
+        });
+    }
+    Ok(index)
 }
 
 /// Read one rule of a route (`selector` picks it).
@@ -291,6 +307,27 @@ mod tests {
             parse(&obj, &RuleSelector::Index(5)).unwrap_err().reason(),
             "RuleNotFound"
         );
+    }
+
+    /// Found by fuzzing: a rule chosen by name with no backendRefs parsed as a rule of zero
+    /// backends, and its weights patch would have added `backendRefs: []` to the route.
+    #[test]
+    fn an_explicitly_chosen_rule_needs_two_backend_refs() {
+        let mut rules = three();
+        rules[0]["name"] = json!("empty");
+        rules[0].as_object_mut().unwrap().remove("backendRefs");
+        rules[1]["name"] = json!("one");
+        rules[1]["backendRefs"] = json!([{"name": "a"}]);
+        let obj = route(rules);
+        for selector in [
+            RuleSelector::Name("empty".into()),
+            RuleSelector::Index(0),
+            RuleSelector::Name("one".into()),
+        ] {
+            let e = parse(&obj, &selector).unwrap_err();
+            assert_eq!(e.reason(), "NoWeightedRule", "{selector}: {e}");
+            assert!(e.to_string().contains("expected two or more"), "{e}");
+        }
     }
 
     #[test]

@@ -174,7 +174,9 @@ pub fn signal(child: &Child, signal: i32) {
 struct Procs {
     etcd: Child,
     apiserver: Child,
-    controller_manager: Child,
+    /// Started once the API server is ready: it gives up (and exits) when the API server is not
+    /// healthy within its own start-up wait, which a loaded machine can exceed.
+    controller_manager: Option<Child>,
 }
 
 /// A running control plane.
@@ -267,7 +269,6 @@ impl ControlPlane {
             .arg("--secure-port=0")
             .arg("--use-service-account-credentials=false")
             .arg("--v=1");
-        let controller_manager = spawn(kcm).expect("start kube-controller-manager");
         let cp = ControlPlane {
             dir,
             url,
@@ -280,7 +281,7 @@ impl ControlPlane {
             procs: Mutex::new(Procs {
                 etcd,
                 apiserver,
-                controller_manager,
+                controller_manager: None,
             }),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -289,6 +290,8 @@ impl ControlPlane {
             .expect("runtime");
         rt.block_on(async {
             cp.wait_ready(Duration::from_secs(60)).await;
+            cp.procs().controller_manager =
+                Some(spawn(kcm).expect("start kube-controller-manager"));
             let client = cp.client().await;
             install_crd(&client, &repo().join("crds/latencypolicies.l3.dev.yaml")).await;
             install_crd(
