@@ -158,14 +158,11 @@ impl Prometheus {
 
     /// Start it again after [`Prometheus::stop`]: same port, same configuration, same data.
     pub async fn restart(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("prometheus.log")).expect("log file");
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(prometheus_args(self.dir.path(), self.port))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        self.child = super::cluster::spawn(cmd)
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = launch(
+            &self.bin,
+            &self.dir.path().join("prometheus.log"),
+            prometheus_args(self.dir.path(), self.port),
+        );
         let ready = format!("{}/-/ready", self.url);
         assert!(
             wait_ready(&mut self.child, &ready, Duration::from_secs(60)).await,
@@ -222,14 +219,7 @@ pub async fn start_on_free_port(
 ) -> (Child, String) {
     for _attempt in 0..3 {
         let port = free_port();
-        let log = std::fs::File::create(log_path).expect("log file");
-        let mut cmd = Command::new(bin);
-        cmd.args(args(port))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        let mut child = super::cluster::spawn(cmd)
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut child = launch(bin, log_path, args(port));
         let url = format!("http://127.0.0.1:{port}");
         if wait_ready(
             &mut child,
@@ -249,6 +239,18 @@ pub async fn start_on_free_port(
         );
     }
     panic!("{} did not start after 3 attempts", bin.display());
+}
+
+/// Start `bin` with `args`, its output in `log_path` (truncated), killed with the test process
+/// however it ends (see `cluster::spawn`).
+fn launch(bin: &Path, log_path: &Path, args: Vec<String>) -> Child {
+    let log = std::fs::File::create(log_path).expect("log file");
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log);
+    super::cluster::spawn(cmd).unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 
 async fn wait_ready(child: &mut Child, ready_url: &str, limit: Duration) -> bool {
